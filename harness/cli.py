@@ -1,0 +1,253 @@
+"""The `harness` command line: argument parsing only; the work is done by the modules it calls.
+
+Heavy libraries (torch, transformers, pyserini) are imported by the stages that use them, never here,
+so that `harness --help` and `harness plan` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import HarnessError
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe name (see `harness list recipes`) or a path to a recipe YAML file")
+    p.add_argument("--dataset", "-d", action="append", default=None,
+                   help="dataset name, `beir` (all 18) or `beir-public` (14); repeatable; default: the recipe's")
+    p.add_argument("--mode", choices=("auto", "fetch", "regenerate"), default="auto",
+                   help="auto: reuse the store, fetch published expensive stages, build the rest; "
+                        "fetch: fetch every published stage; regenerate: build everything (default: auto)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.PARAM=VALUE",
+                   help="change one recipe parameter for this run (the result is marked as modified)")
+    p.add_argument("--limit-queries", type=int, default=None, metavar="N",
+                   help="evaluate a deterministic subset of N queries per dataset (for quick checks and CI)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder holding BEIR dataset folders (default: $HARNESS_BEIR_DIR)")
+    p.add_argument("--source", choices=("folder", "hub"), default="folder",
+                   help="where corpora come from: a local BEIR folder, or the BeIR/<name> copies on the Hub")
+    p.add_argument("--retriever", choices=("pyserini", "bm25s"), default=None,
+                   help="BM25 backend (shorthand for --set retrieve.retriever=...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Reproduce synthetic-data IR (InPars-v1, InPars-v2, Promptagator) on BEIR, fetched or regenerated.",
+    )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    parser.add_argument("--home", type=Path, default=None, help="the artifact store (default: $HARNESS_HOME or ~/.cache/harness)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list recipes, datasets, artifacts or reported tables")
+    p.add_argument("what", choices=("recipes", "datasets", "artifacts", "tables"))
+
+    p = sub.add_parser("show", help="print the resolved recipe")
+    p.add_argument("recipe")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.PARAM=VALUE")
+
+    p = sub.add_parser("plan", help="what would be reused, fetched or regenerated, and what it costs")
+    _add_run_options(p)
+
+    p = sub.add_parser("reproduce", help="run a recipe over datasets, then compare with the papers")
+    _add_run_options(p)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where results files go (default: ./results)")
+
+    for name, help_ in (("compare", "compare results with the reported tables (or our pinned results)"),
+                        ("table", "render results and references as a table for papers")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("recipes", nargs="+")
+        p.add_argument("--dataset", "-d", action="append", default=None)
+        p.add_argument("--results-dir", type=Path, default=Path("results"))
+        p.add_argument("--pinned", action="store_true", help="compare with our own pinned results (tight tolerance)")
+        if name == "compare":
+            p.add_argument("--strict", action="store_true", help="exit non-zero when any score is below its reference")
+            p.add_argument("--pin", action="store_true", help="record the current results as the pinned reference")
+        else:
+            p.add_argument("--format", choices=("markdown", "latex", "csv", "html"), default="markdown")
+            p.add_argument("--output", "-o", type=Path, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished artifacts are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _store(args):
+    from harness.store import Store
+
+    return Store(args.home)
+
+
+def _recipe(args):
+    from harness import recipes
+
+    sets = list(args.sets)
+    if getattr(args, "retriever", None):
+        sets.append(f"retrieve.retriever={args.retriever}")
+    return recipes.load(args.recipe, sets)
+
+
+def _datasets(args, recipe) -> list[str]:
+    from harness.data.catalog import expand
+
+    return expand(args.dataset or recipe.datasets)
+
+
+def cmd_list(args) -> int:
+    if args.what == "recipes":
+        from harness import recipes
+
+        for name in recipes.available():
+            r = recipes.load(name)
+            print(f"{name:<20} v{r.version:<3} {r.description or r.paper}")
+    elif args.what == "datasets":
+        from harness.data.catalog import DATASETS, GROUPS
+
+        for d in DATASETS.values():
+            access = "public" if d.public else "restricted"
+            size = f"{d.corpus_size:,}" if d.corpus_size else "-"
+            extra = f"  {len(d.subsets)} subforums, averaged" if d.subsets else ""
+            extra += "  drops the query's own id" if d.remove_query else ""
+            print(f"{d.name:<18} {d.title:<18} {d.split:<5} docs {size:>11}  {access}{extra}")
+        for g, names in GROUPS.items():
+            print(f"{g:<18} group of {len(names)}")
+    elif args.what == "tables":
+        from harness import reported
+
+        for t in reported.tables():
+            print(t)
+    else:
+        store = _store(args)
+        for key in store.keys():
+            art = store.get(key, verify=False)
+            size = sum(f["size"] for f in art.manifest["files"].values())
+            print(f"{key:<40} {art.manifest['kind']:<10} {size / 1e6:10.2f} MB  {art.manifest['created']}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    import yaml
+
+    recipe = _recipe(args)
+    data = recipe.model_dump(mode="json", exclude={"modified"} if not recipe.modified else set())
+    print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), end="")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from harness.plan import plan
+
+    recipe = _recipe(args)
+    print(plan(recipe, _datasets(args, recipe), _store(args), mode=args.mode, data_dir=args.data_dir,
+               source=args.source, limit_queries=args.limit_queries), end="")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    import time
+
+    from harness.compare import compare
+    from harness.evaluate import MEASURES
+    from harness.runner import Runner, available_locally
+    from harness.tables import markdown
+
+    recipe = _recipe(args)
+    datasets = _datasets(args, recipe)
+    runner = Runner(recipe, _store(args), mode=args.mode, device=args.device, data_dir=args.data_dir,
+                    source=args.source, limit_queries=args.limit_queries, results_dir=args.results_dir,
+                    progress=not args.quiet)
+    print(f"harness reproduce {recipe.name} v{recipe.version}" + (f" (modified: {recipe.modified})" if recipe.modified else "")
+          + f", mode {args.mode}, {len(datasets)} dataset(s)")
+    done, skipped = [], []
+    started = time.time()
+    for dataset in datasets:
+        why = available_locally(dataset, args.data_dir, args.source)
+        if why:
+            skipped.append((dataset, why))
+            print(f"  {dataset:<22} skipped: {why}")
+            continue
+        result = runner.run_dataset(dataset)
+        modes = [o.mode for o in result.outcomes]
+        print(f"  {dataset:<22} " + "  ".join(f"{m} {result.metrics[m]:.4f}" for m in MEASURES if m in result.metrics)
+              + f"   ({modes.count('reuse')} reused, {modes.count('fetch')} fetched, {modes.count('regenerate')} built)")
+        done.append(dataset)
+    print(f"done in {time.time() - started:.1f}s; results in {args.results_dir / recipe.name}")
+    if done and not recipe.modified and not args.limit_queries and recipe.reference:
+        print()
+        print(markdown(compare(recipe, args.results_dir, done)), end="")
+    return 0 if done or not skipped else 1
+
+
+def _rows(args):
+    from harness import recipes
+    from harness.compare import compare
+
+    rows = []
+    for name in args.recipes:
+        recipe = recipes.load(name)
+        rows += compare(recipe, args.results_dir, args.dataset, pinned=args.pinned)
+    return rows
+
+
+def cmd_compare(args) -> int:
+    from harness.tables import markdown
+
+    if args.pin:
+        from harness import recipes
+        from harness.compare import pin
+
+        for name in args.recipes:
+            print(f"pinned {pin(recipes.load(name), args.results_dir)}")
+        return 0
+    rows = _rows(args)
+    print(markdown(rows), end="")
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("ok", "above", "below", "no-reference", "no-result")}
+    print(", ".join(f"{n} {v}" for v, n in counts.items() if n))
+    if args.strict and (counts["below"] or (args.pinned and (counts["above"] or counts["no-result"]))):
+        return 1
+    return 0
+
+
+def cmd_table(args) -> int:
+    from harness.tables import render
+
+    text = render(_rows(args), args.format, title=", ".join(args.recipes))
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
+_COMMANDS = {
+    "list": cmd_list,
+    "show": cmd_show,
+    "plan": cmd_plan,
+    "reproduce": cmd_reproduce,
+    "compare": cmd_compare,
+    "table": cmd_table,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

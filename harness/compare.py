@@ -1,0 +1,129 @@
+"""The comparator: our scores against the papers' tables (loose) and our own pinned results (tight)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import fmean
+
+from harness import reported
+from harness.data.catalog import expand
+from harness.paths import pinned_dir
+from harness.recipes import Recipe
+
+VERDICTS = ("ok", "above", "below", "no-reference", "no-result")
+_EPS = 1e-9  # printed numbers have 3-4 decimals; don't let float noise flip a verdict at the boundary
+
+
+@dataclass(frozen=True)
+class Row:
+    recipe: str
+    dataset: str
+    metric: str
+    reference: str  # e.g. "inpars-v2-table1: monoT5-3B +InPars-v2", or "pinned"
+    expected: float | None
+    actual: float | None
+    delta: float | None
+    tolerance: float
+    verdict: str
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def verdict(expected: float | None, actual: float | None, tolerance: float) -> tuple[float | None, str]:
+    """(signed delta, verdict) of one comparison."""
+    if expected is None:
+        return None, "no-reference"
+    if actual is None:
+        return None, "no-result"
+    delta = actual - expected
+    if abs(delta) <= tolerance + _EPS:
+        return delta, "ok"
+    return delta, "above" if delta > 0 else "below"
+
+
+def results_folder(recipe: Recipe, results_dir: Path) -> Path:
+    return results_dir / recipe.name / f"v{recipe.version}"
+
+
+def load_results(recipe: Recipe, results_dir: Path) -> dict[str, dict]:
+    """dataset → results file content, for the recipe's current version (unmodified runs only)."""
+    folder = results_folder(recipe, results_dir)
+    out = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        data = json.loads(path.read_text())
+        out[data["dataset"]] = data
+    return out
+
+
+def compare(
+    recipe: Recipe, results_dir: Path, datasets: list[str] | None = None, pinned: bool = False
+) -> list[Row]:
+    """One row per (reference, dataset, metric), plus the table's average where the paper prints one."""
+    results = load_results(recipe, results_dir)
+    wanted = expand(datasets) if datasets else [d for d in expand(recipe.datasets) if d in results] or expand(recipe.datasets)
+    rows: list[Row] = []
+    if pinned:
+        return _against_pinned(recipe, results, wanted)
+    for ref in recipe.reference:
+        table = reported.lookup(ref.table, ref.system, ref.metric)
+        label = ref.label or f"{ref.table}: {ref.system}"
+        for dataset in wanted:
+            row = table.get(dataset)
+            actual = results.get(dataset, {}).get("metrics", {}).get(ref.metric)
+            delta, v = verdict(row.value if row else None, actual, ref.tolerance)
+            rows.append(Row(recipe.name, dataset, ref.metric, label, row.value if row else None, actual, delta,
+                            ref.tolerance, v, row.note if row else ""))
+        for avg_name in (k for k in table if k.startswith(reported.AVERAGE)):
+            rows.append(_average(recipe, ref, label, table, avg_name, results))
+    return rows
+
+
+def _average(recipe, ref, label, table, avg_name, results) -> Row:
+    """The paper's average: the mean over the datasets the table prints for this system."""
+    if avg_name == "average-promptagator":  # InPars-v2's "Avg PrGator": the 11 datasets Promptagator reports
+        base = reported.lookup("promptagator-table2", "PROMPTAGATOR++ Few-shot [PROMPTAGATOR++ (110M + 110M)]", ref.metric)
+        members = [d for d in base if not d.startswith(reported.AVERAGE)]
+    else:
+        members = [d for d, r in table.items() if not d.startswith(reported.AVERAGE) and r.value is not None]
+    have = [results[d]["metrics"][ref.metric] for d in members if ref.metric in results.get(d, {}).get("metrics", {})]
+    actual = fmean(have) if members and len(have) == len(members) else None
+    expected = table[avg_name].value
+    delta, v = verdict(expected, actual, ref.tolerance)
+    note = "" if actual is not None else f"{len(have)} of {len(members)} datasets have results"
+    return Row(recipe.name, avg_name, ref.metric, label, expected, actual, delta, ref.tolerance, v, note)
+
+
+def pinned_path(recipe: Recipe) -> Path:
+    return pinned_dir() / f"{recipe.name}.json"
+
+
+def _against_pinned(recipe: Recipe, results: dict, wanted: list[str]) -> list[Row]:
+    path = pinned_path(recipe)
+    pins = json.loads(path.read_text()) if path.is_file() else {}
+    if pins and pins.get("version") != recipe.version:
+        pins = {}  # pins of another recipe version say nothing about this one
+    tol = recipe.regression.tolerance
+    rows = []
+    for dataset in wanted:
+        expected_metrics = pins.get("datasets", {}).get(dataset, {})
+        actual_metrics = results.get(dataset, {}).get("metrics", {})
+        for metric in sorted(set(expected_metrics) | set(actual_metrics)):
+            delta, v = verdict(expected_metrics.get(metric), actual_metrics.get(metric), tol)
+            rows.append(Row(recipe.name, dataset, metric, "pinned", expected_metrics.get(metric),
+                            actual_metrics.get(metric), delta, tol, v))
+    return rows
+
+
+def pin(recipe: Recipe, results_dir: Path) -> Path:
+    """Record the current results as the recipe's pinned regression reference."""
+    results = load_results(recipe, results_dir)
+    path = pinned_path(recipe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"recipe": recipe.name, "version": recipe.version,
+               "datasets": {d: r["metrics"] for d, r in sorted(results.items())}}
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    return path

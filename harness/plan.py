@@ -1,0 +1,100 @@
+"""`harness plan`: per dataset and stage, whether it will be reused, fetched or regenerated, and its cost.
+
+The cost model is deliberately simple and overridable: each stage does some work units (documents,
+queries, pairs, training examples) at a throughput per GPU hour; a recipe's `cost:` section replaces
+the defaults. The defaults are order-of-magnitude estimates for one A100-class GPU with the recipe's
+default models, to be corrected with measured timings (the manifests record every stage's wall time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.data.catalog import get_dataset, members
+from harness.errors import HarnessError
+from harness.recipes import Recipe
+from harness.runner import Runner, available_locally
+from harness.store import Store
+
+# stage → units processed per GPU hour (0: CPU work, not counted in GPU hours).
+DEFAULT_THROUGHPUT = {
+    "corpus": 0, "index": 0, "retrieve": 0, "negatives": 0, "evaluate": 0,
+    "generate": 20_000,  # documents/h: GPT-J-6B, ~600-token prompts, 64 new tokens, batched
+    "filter": 400_000,  # (query, document) pairs/h: monoT5-3B, one decoder step
+    "train": 2_000,  # examples/h: monoT5-3B at 512 tokens
+    "rerank": 400_000,  # pairs/h: monoT5-3B
+}  # fmt: skip
+
+
+def units(stage: str, params: dict, dataset: str) -> int:
+    """How much work a stage does on a dataset, from the catalog sizes and the stage's parameters."""
+    ds = get_dataset(dataset)
+    docs = ds.corpus_size or 400
+    queries = ds.queries or 60
+    if stage in ("corpus", "index"):
+        return docs
+    if stage == "retrieve":
+        return queries
+    if stage == "generate":
+        return min(params.get("n_docs", 100_000), docs)
+    if stage == "filter":
+        return min(params.get("n_docs", 100_000), docs)
+    if stage == "negatives":
+        return params.get("top_k", 10_000)
+    if stage == "train":
+        return params.get("steps", 0) * params.get("batch_size", 128) or 2 * params.get("top_k", 10_000)
+    if stage == "rerank":
+        return queries * params.get("depth", 1000)
+    return queries
+
+
+def plan(
+    recipe: Recipe, datasets: list[str], store: Store, *, mode: str = "auto", data_dir: Path | None = None,
+    source: str = "folder", limit_queries: int | None = None,
+) -> str:
+    """The plan as text: one block per dataset (CQADupStack's forums inside one row), and the totals."""
+    from tabulate import tabulate
+
+    runner = Runner(recipe, store, mode=mode, data_dir=data_dir, source=source, limit_queries=limit_queries,
+                    echo=lambda _: None, progress=False)
+    rows, notes, total_gpu = [], [], 0.0
+    for dataset in datasets:
+        why = available_locally(dataset, data_dir, source)
+        subsets = members(dataset)
+        per_stage: dict[str, list[str]] = {}
+        gpu = 0.0
+        for member in subsets:
+            try:
+                steps = runner.steps(member)
+            except HarnessError:
+                steps = runner.steps(member, missing_data_ok=True)
+            for name, step in steps.items():
+                decided = runner.decide(step) if step.params is not None else "regenerate"
+                per_stage.setdefault(name, []).append(decided)
+                if decided == "regenerate":
+                    throughput = recipe.cost.get(name, {}).get("per_gpu_hour", DEFAULT_THROUGHPUT.get(name, 0))
+                    if throughput:
+                        work = units(name, step.params.model_dump(), member) / max(1, len(subsets))
+                        gpu += work / throughput
+        modes = []
+        for name, decided in per_stage.items():
+            text = decided[0] if len(set(decided)) == 1 else "/".join(sorted(set(decided)))
+            modes.append(f"{name}:{text}")
+        total_gpu += gpu
+        label = f"{dataset} ({len(subsets)} forums)" if len(subsets) > 1 else dataset
+        rows.append([label, "  ".join(modes), f"{gpu:.1f}", _data_state(dataset, why)])
+        if why:
+            notes.append(f"  {dataset}: {why}")
+    header = ["dataset", "stages (reuse / fetch / regenerate)", "GPU h", "data"]
+    text = f"plan for {recipe.name} v{recipe.version}, mode {mode}\n"
+    text += tabulate(rows, headers=header, tablefmt="simple") + "\n"
+    if notes:
+        text += "datasets to obtain first:\n" + "\n".join(notes) + "\n"
+    text += f"total estimated GPU hours: {total_gpu:.1f} (cost model: harness/plan.py; override in the recipe's `cost:`)\n"
+    return text
+
+
+def _data_state(dataset: str, why: str | None) -> str:
+    if not why:
+        return "ready"
+    return "missing" if get_dataset(dataset).public else "restricted"

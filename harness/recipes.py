@@ -1,0 +1,201 @@
+"""Recipes: one YAML file per paper configuration, strictly validated, versioned, with `extends:`."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.errors import HarnessError, close_matches
+from harness.paths import recipes_dir
+from harness.stages import STAGE_NAMES, parse_params
+from harness.store import canonical_json
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Reference(Strict):
+    """A reported table row to compare with: `results/reported/<table>.csv`, rows of `system`."""
+
+    table: str
+    system: str
+    metric: str = "nDCG@10"
+    tolerance: float = Field(0.01, ge=0)
+    label: str = ""  # short name in tables, e.g. "InPars-v2 Table 1"
+
+
+class Regression(Strict):
+    """Our own pinned results (`results/pinned/<recipe>.json`), compared with a tight tolerance."""
+
+    tolerance: float = Field(1e-4, ge=0)
+
+
+class Recipe(Strict):
+    name: str
+    version: int = Field(ge=1)
+    changelog: dict[int, str]
+    paper: str
+    description: str = ""
+    extends: str | None = None
+    datasets: list[str] = ["beir"]
+    stages: dict[str, dict[str, Any]]
+    # dataset → stage → parameters that differ for that dataset (e.g. the Promptagator template).
+    overrides: dict[str, dict[str, dict[str, Any]]] = {}
+    # stage → registry id (with `{dataset}`) of the published artifact that fetch mode uses instead.
+    published: dict[str, str] = {}
+    reference: list[Reference] = []
+    regression: Regression = Regression()
+    notes: list[str] = []
+    # stage → cost model overrides for `harness plan` (see harness/plan.py).
+    cost: dict[str, dict[str, float]] = {}
+    source: str = ""  # the file it came from (filled in by the loader)
+    modified: dict[str, Any] = {}  # --set values of this run (filled in by the loader)
+
+    @field_validator("stages", "published", "cost")
+    @classmethod
+    def _known_stages(cls, value: dict) -> dict:
+        for stage in value:
+            if stage not in STAGE_NAMES:
+                raise ValueError(f"unknown stage {stage!r}.{close_matches(stage, STAGE_NAMES)} Stages: {', '.join(STAGE_NAMES)}")
+        return value
+
+    @field_validator("changelog")
+    @classmethod
+    def _changelog(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("a recipe needs a changelog line per version")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.version not in self.changelog:
+            raise ValueError(f"version {self.version} has no changelog line")
+
+    # --- per dataset -------------------------------------------------------------------------
+    def stage_params(self, stage: str, dataset: str) -> dict[str, Any] | None:
+        """The parameters of `stage` for `dataset` (None when the recipe has no such stage)."""
+        if stage not in self.stages:
+            return None
+        base = dataset.split("/")[0]
+        params = {**self.stages[stage], **self.overrides.get(base, {}).get(stage, {}),
+                  **self.overrides.get(dataset, {}).get(stage, {})}
+        return _substitute(params, {"dataset": base, "subset": dataset.split("/")[-1]})
+
+    def published_id(self, stage: str, dataset: str) -> str | None:
+        template = self.published.get(stage)
+        return template.format(dataset=dataset.split("/")[0], subset=dataset.split("/")[-1], name=dataset) if template else None
+
+    @property
+    def variant(self) -> str:
+        """'' for the recipe as written; a short hash of the --set values otherwise."""
+        return hashlib.sha256(canonical_json(self.modified).encode()).hexdigest()[:8] if self.modified else ""
+
+
+def _substitute(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str) and "{" in value:
+        try:
+            return value.format(**names)
+        except (KeyError, IndexError, ValueError):
+            return value  # not a placeholder of ours (e.g. a prompt template's {document})
+    if isinstance(value, dict):
+        return {k: _substitute(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, names) for v in value]
+    return value
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise HarnessError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path}: not UTF-8 text.") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: a recipe is a YAML mapping of keys (name, version, stages, ...).")
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _raw(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = recipes_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise HarnessError(
+                f"Unknown recipe {name_or_path!r}.{close_matches(name_or_path, available())} "
+                f"Recipes in {recipes_dir()}: {', '.join(available())}."
+            )
+    data = _read_yaml(path)
+    parent = data.get("extends")
+    if parent:
+        if parent in seen:
+            raise HarnessError(f"{path}: `extends: {parent}` makes a cycle ({' → '.join((*seen, parent))}).")
+        base, _ = _raw(parent, (*seen, parent))
+        # A variant inherits what it does not say, except its identity and history.
+        base = {k: v for k, v in base.items() if k not in ("name", "version", "changelog", "extends", "description")}
+        data = _merge(base, data)
+    return data, path
+
+
+def load(name_or_path: str, sets: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The resolved recipe, with `--set stage.param=value` applied; every stage's parameters validated."""
+    data, path = _raw(name_or_path)
+    modified: dict[str, Any] = {}
+    for item in sets:
+        key, eq, text = item.partition("=")
+        parts = key.split(".")
+        if not eq or len(parts) != 2 or parts[0] not in STAGE_NAMES:
+            raise HarnessError(f"--set {item!r}: expected STAGE.PARAM=VALUE with a stage of {', '.join(STAGE_NAMES)}.")
+        value = yaml.safe_load(text) if text else ""
+        data.setdefault("stages", {}).setdefault(parts[0], {})[parts[1]] = value
+        modified[key] = value
+    data["source"] = str(path)
+    data["modified"] = modified
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise HarnessError(f"{path}: {_explain(exc)}") from None
+    if recipe.name != path.stem and path.parent == recipes_dir():
+        raise HarnessError(f"{path}: `name: {recipe.name}` differs from the file name {path.stem!r}.")
+    for stage, params in recipe.stages.items():
+        parse_params(stage, params, f"{path}: stages.{stage}")
+    for dataset, stages in recipe.overrides.items():
+        for stage, params in stages.items():
+            if stage not in recipe.stages:
+                raise HarnessError(f"{path}: overrides.{dataset}.{stage}: the recipe has no stage {stage!r}.")
+            parse_params(stage, {**recipe.stages[stage], **params}, f"{path}: overrides.{dataset}.{stage}")
+    return recipe
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            key = str(err["loc"][-1])
+            model = Recipe if len(err["loc"]) == 1 else Reference
+            parts.append(f"unknown key {loc!r}.{close_matches(key, model.model_fields)} "
+                         f"Allowed: {', '.join(k for k in model.model_fields if k not in ('source', 'modified'))}.")
+        elif err["type"] == "missing":
+            parts.append(f"missing key {loc!r}.")
+        else:
+            parts.append(f"{loc or 'recipe'}: {err['msg']} (got {str(err.get('input'))[:80]!r}).")
+    return " ".join(parts)

@@ -1,0 +1,130 @@
+"""Stage `corpus`: bring a dataset (local BEIR folder, Hub copy or the bundled sample) into the store, checked."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from harness.data import beir
+from harness.data.catalog import get_dataset
+from harness.errors import HarnessError
+from harness.stages import Stage, StageParams
+
+log = logging.getLogger(__name__)
+
+
+class Params(StageParams):
+    dataset: str
+    source: Literal["folder", "hub", "builtin"] = "folder"
+    # What the source holds: sha256 of its files (folder), repo@revision (hub), generator version (builtin).
+    # Part of the key, so changed data changes every key downstream.
+    fingerprint: str = ""
+
+
+def run(inputs: dict, params: Params, out, ctx) -> None:
+    dataset = get_dataset(params.dataset)
+    if params.source == "builtin":
+        from harness.data import sample
+
+        folder = beir.BeirFolder(out.scratch / "sample")
+        sample.build(folder.path)
+    elif params.source == "hub":
+        from harness.hub import download_beir
+
+        folder = beir.BeirFolder(download_beir(dataset.name, out.scratch))
+    else:
+        found = beir.locate(dataset.name, ctx.data_dir)
+        if found is None:
+            raise missing_folder(dataset.name, ctx.data_dir)
+        folder = found
+    out.summary.update(normalize(folder, out.path))
+
+
+def normalize(folder: beir.BeirFolder, dest: Path) -> dict:
+    """Copy a BEIR folder into `dest` in canonical form, validating every line; returns counts."""
+    doc_ids: set[str] = set()
+
+    def docs():
+        for doc in beir.iter_corpus(folder.corpus):
+            doc_ids.add(doc.id)
+            yield {"_id": doc.id, "title": doc.title, "text": doc.text}
+
+    n_docs = beir.write_jsonl(docs(), dest / "corpus.jsonl")
+    queries = beir.read_queries(folder.queries)
+    beir.write_jsonl(({"_id": q, "text": t} for q, t in queries.items()), dest / "queries.jsonl")
+    splits = {}
+    for split in folder.splits():
+        qrels = beir.read_qrels(folder.qrels(split))
+        unknown_docs = sum(1 for q in qrels.values() for d in q if d not in doc_ids)
+        unknown_queries = sum(1 for q in qrels if q not in queries)
+        if unknown_docs or unknown_queries:
+            # BEIR's own qrels name a few documents missing from their corpora: warn, keep the judgment
+            # (it counts in nDCG's ideal ranking exactly as trec_eval counts it).
+            log.warning(
+                "%s: %d judgment(s) name documents not in the corpus, %d name unknown queries",
+                folder.qrels(split), unknown_docs, unknown_queries,
+            )
+        beir.write_qrels(qrels, dest / "qrels" / f"{split}.tsv")
+        splits[split] = {"queries": len(qrels), "judgments": sum(map(len, qrels.values())),
+                         "unknown_documents": unknown_docs, "unknown_queries": unknown_queries}
+    if not splits:
+        raise HarnessError(f"{folder.path}/qrels holds no <split>.tsv file.")
+    return {"documents": n_docs, "queries": len(queries), "splits": splits}
+
+
+def missing_folder(name: str, data_dir: Path | None) -> HarnessError:
+    dataset = get_dataset(name)
+    where = f"--data-dir {data_dir}" if data_dir else (
+        "HARNESS_BEIR_DIR (unset)" if not beir.data_dirs() else f"HARNESS_BEIR_DIR={':'.join(map(str, beir.data_dirs()))}"
+    )
+    return HarnessError(
+        f"No folder for dataset {name!r} in {where}: {dataset.download_hint()}; the folder must hold "
+        f"corpus.jsonl, queries.jsonl and qrels/{dataset.split}.tsv."
+    )
+
+
+def fingerprint(name: str, source: str, data_dir: Path | None, cache: Path) -> str:
+    """What identifies the dataset's content, cheaply: file hashes cached by size and mtime."""
+    if source == "builtin":
+        from harness.data import sample
+
+        return f"sample-seed{sample.SEED}-{sample.N_DOCS}"
+    if source == "hub":
+        from harness.hub import beir_revision
+
+        return beir_revision(name)
+    found = beir.locate(name, data_dir)
+    if found is None:
+        raise missing_folder(name, data_dir)
+    files = [found.corpus, found.queries, *sorted((found.path / "qrels").glob("*.tsv*"))]
+    return _hash_files(files, cache)
+
+
+def _hash_files(files: list[Path], cache: Path) -> str:
+    import hashlib
+    import json
+
+    from harness.store import sha256_file
+
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        stamp = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if stamp not in known:
+            known[stamp] = sha256_file(file)
+        digest.update(f"{file.name}:{known[stamp]}\n".encode())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known))
+    shutil.move(tmp, cache)
+    return digest.hexdigest()[:32]
+
+
+STAGE = Stage(name="corpus", version=1, kind="dataset", params=Params, run=run)

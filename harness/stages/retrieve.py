@@ -1,0 +1,45 @@
+"""Stage `retrieve`: the first-stage BM25 run (top k per evaluation query), as a TREC run file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from harness.data import beir
+from harness.data.catalog import get_dataset
+from harness.data.trec import write_run
+from harness.retrieval import backend
+from harness.stages import Stage, StageParams
+
+
+class Params(StageParams):
+    retriever: Literal["pyserini", "bm25s"] = "pyserini"
+    fields: Literal["flat", "multifield"] = "flat"
+    k: int = 1000
+    split: str | None = None  # None: the dataset's evaluation split
+    # None: as the dataset requires (ArguAna and Quora drop the query's own document).
+    remove_query: bool | None = None
+    limit_queries: int | None = None
+    threads: int = 1
+    not_in_key = frozenset({"threads"})
+
+
+def eval_queries(corpus, dataset: str, split: str | None, limit: int | None) -> dict[str, str]:
+    """The queries of the evaluation split (judged ones), limited to a deterministic subset if asked."""
+    split = split or get_dataset(dataset).split
+    qrels = beir.read_qrels(corpus.file(f"qrels/{split}.tsv"))
+    queries = beir.read_queries(corpus.file("queries.jsonl"))
+    return {q: queries[q] for q in beir.limit_queries([q for q in qrels if q in queries], limit)}
+
+
+def run(inputs: dict, params: Params, out, ctx) -> None:
+    queries = eval_queries(inputs["corpus"], ctx.dataset, params.split, params.limit_queries)
+    remove = get_dataset(ctx.dataset).remove_query if params.remove_query is None else params.remove_query
+    hits = backend(params.retriever).search(
+        inputs["index"].path / "index", queries, k=params.k, fields=params.fields, remove_query=remove,
+        threads=params.threads,
+    )
+    write_run(hits, out.path / "run.trec", tag=f"bm25-{params.fields}")
+    out.summary.update({"queries": len(queries), "hits": sum(map(len, hits.values())), "remove_query": remove})
+
+
+STAGE = Stage(name="retrieve", version=1, kind="run", params=Params, run=run)
