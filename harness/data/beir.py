@@ -203,3 +203,13 @@ def limit_queries(qids: Iterable[str], limit: int | None) -> list[str]:
 
     ordered = sorted(qids, key=lambda q: (hashlib.sha1(q.encode()).hexdigest(), q))
     return sorted(ordered if limit is None else ordered[:limit])
+
+
+def doc_text(title: str, text: str) -> str:
+    """A document as rerankers and LLM prompts see it: title and text joined, as BEIR's rerankers do."""
+    return f"{title} {text}".strip() if title else text
+
+
+def iter_docs_dict(path: Path) -> dict[str, Doc]:
+    """The whole corpus by id (for stages that look documents up at random: negatives, reranking)."""
+    return {doc.id: doc for doc in iter_corpus(path)}

@@ -153,6 +153,8 @@ def is_tiny_id(model_id: str) -> bool:
 
 def model_id_for(kind: str, size: str = "tiny", seed: int = 0) -> str:
     """The canonical (shortest) id: size omitted when 'tiny', seed omitted when 0."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise HarnessError(f"Tiny model seed must be a non-negative integer; got {seed!r}.")
     canonical = f"{TINY_PREFIX}{kind}" + (f"-{size}" if size != "tiny" else "") + (f"@{seed}" if seed else "")
     parse_tiny_id(canonical)  # validates kind, size and seed
     return canonical

@@ -1,0 +1,120 @@
+"""Resolving model references (tiny stand-ins, local folders, Hub repos at pinned revisions) and loading them safely.
+
+Every model the harness loads goes through here: no remote code (`trust_remote_code=False`),
+safetensors first, pickled `.bin` weights only through torch's weights-only unpickler (which refuses
+anything that would execute code), and Hub downloads only at a pinned 40-hex commit.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+# Files a checkpoint needs; never `*.py` (remote code) nor other frameworks' weights.
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*", "spiece.model", "*.tiktoken"]
+
+
+def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
+    """A local folder for a model reference: `tiny:<kind>[-size][@seed]`, a folder path, or a Hub repo id."""
+    from harness.models.tiny import is_tiny_id, materialize
+
+    if is_tiny_id(ref):
+        return materialize(ref, store_root / "models")
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise HarnessError(f"Model folder {path} has no config.json: is it a transformers checkpoint?")
+        return path
+    if ref.startswith((".", "/", "~")):
+        raise HarnessError(f"Model folder {ref} does not exist.")
+    return download(ref, revision)
+
+
+def download(repo_id: str, revision: str | None) -> Path:
+    """A Hub model snapshot at a pinned commit (weights and tokenizer only), via the Hub cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if not revision or not _SHA.match(revision):
+        raise HarnessError(
+            f"Model {repo_id!r} needs a pinned revision (a 40-hex commit), got {revision!r}: "
+            f"set `model_revision` in the recipe (or run `harness lock`), never a branch name."
+        )
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=WEIGHT_PATTERNS))
+        if not any(path.glob("*.safetensors")):  # only pickled weights published: fetch them for safe loading
+            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[*WEIGHT_PATTERNS, "*.bin"]))
+        return path
+    except GatedRepoError:
+        raise HarnessError(f"Model {repo_id} is gated: accept its licence on the Hub and set HF_TOKEN.") from None
+    except RepositoryNotFoundError:
+        raise HarnessError(f"Model {repo_id} does not exist on the Hub (or is private: set HF_TOKEN).") from None
+    except RevisionNotFoundError:
+        raise HarnessError(f"Model {repo_id} has no revision {revision}.") from None
+    except LocalEntryNotFoundError:
+        raise HarnessError(f"Model {repo_id}@{revision[:12]} is not in the Hub cache and the Hub is unreachable.") from None
+    except HfHubHTTPError as exc:
+        raise HarnessError(f"Downloading model {repo_id}@{revision[:12]} failed: {exc}.") from None
+
+
+def _safe_kwargs(path: Path) -> dict[str, Any]:
+    has_safetensors = any(path.glob("*.safetensors"))
+    return {"trust_remote_code": False, "use_safetensors": True if has_safetensors else None}
+
+
+def _load(cls_name: str, path: Path, **kw):
+    import transformers
+
+    cls = getattr(transformers, cls_name)
+    try:
+        return cls.from_pretrained(path, **_safe_kwargs(path), **kw)
+    except OSError as exc:
+        raise HarnessError(f"Cannot load {cls_name} from {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the unpickler's refusals come in several types
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise HarnessError(
+                f"Refused to load {path}: its pickled weights would run code (torch weights-only loading "
+                "rejected them). Use a safetensors checkpoint."
+            ) from None
+        raise
+
+
+def load_tokenizer(path: Path, padding_side: str = "right"):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False, padding_side=padding_side)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"Cannot load the tokenizer of {path}: {exc}") from None
+
+
+def load_model(kind: str, path: Path, device: str = "cpu", dtype: str = "float32"):
+    """A model of `kind` (`causal`, `seq2seq`, `classifier`) in eval mode on `device` with `dtype`."""
+    import torch
+
+    cls = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
+           "classifier": "AutoModelForSequenceClassification"}[kind]
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = _load(cls, path, dtype=torch_dtype)
+    return model.to(device).eval()
+
+
+def config_kind(path: Path) -> str:
+    """`seq2seq`, `causal` or `classifier`, from the checkpoint's config (without loading weights)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    if config.is_encoder_decoder:
+        return "seq2seq"
+    archs = " ".join(config.architectures or [])
+    return "classifier" if "SequenceClassification" in archs else "causal"

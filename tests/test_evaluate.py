@@ -1,0 +1,48 @@
+"""Evaluation: trec_eval measures with `-c` semantics, checked by hand."""
+
+import math
+
+import pytest
+
+from harness.evaluate import evaluate, mean_of
+
+
+def test_ndcg_at_10_by_hand():
+    qrels = {"q1": {"d1": 1, "d3": 2}}
+    run = {"q1": [("d2", 3.0), ("d1", 2.0), ("d3", 1.0)]}
+    means, per_query = evaluate(run, qrels, ["nDCG@10", "MRR@10"])
+    dcg = 1 / math.log2(3) + 2 / math.log2(4)  # trec_eval's gain is the grade itself, at ranks 2 and 3
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    assert means["nDCG@10"] == pytest.approx(dcg / idcg, abs=1e-6)
+    assert per_query["q1"]["MRR@10"] == pytest.approx(0.5)
+
+
+def test_missing_query_counts_as_zero_like_trec_eval_minus_c():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    run = {"q1": [("d1", 1.0)]}
+    means, per_query = evaluate(run, qrels, ["nDCG@10", "R@100"])
+    assert per_query["q2"] == {"nDCG@10": 0.0, "R@100": 0.0}
+    assert means["nDCG@10"] == pytest.approx(0.5)
+
+
+def test_queries_without_relevant_documents_are_not_scored():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 0}}
+    means, per_query = evaluate({"q1": [("d1", 1.0)]}, qrels, ["nDCG@10"])
+    assert set(per_query) == {"q1"} and means["nDCG@10"] == 1.0
+
+
+def test_mrr_at_10_ignores_hits_below_rank_10():
+    qrels = {"q1": {"d11": 1}}
+    run = {"q1": [(f"d{i}", 100.0 - i) for i in range(20)]}
+    means, _ = evaluate(run, qrels, ["MRR@10", "MAP"])
+    assert means["MRR@10"] == 0.0 and means["MAP"] == pytest.approx(1 / 12)
+
+
+def test_ties_are_broken_by_document_id_descending_as_trec_eval():
+    qrels = {"q1": {"a": 1}}
+    means, _ = evaluate({"q1": [("a", 1.0), ("b", 1.0)]}, qrels, ["MRR@10"])
+    assert means["MRR@10"] == 0.5  # "b" > "a": trec_eval ranks b first
+
+
+def test_mean_of_groups():
+    assert mean_of([{"m": 0.2}, {"m": 0.4}]) == {"m": pytest.approx(0.3)}
