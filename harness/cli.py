@@ -72,6 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--format", choices=("markdown", "latex", "csv", "html"), default="markdown")
             p.add_argument("--output", "-o", type=Path, default=None)
+    p = sub.add_parser("lock", help="pin registry entries: resolve to a commit and record every file's sha256")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--user", action="store_true", help="record in the store's user lock instead of registry.lock")
+
+    p = sub.add_parser("fetch", help="download registry entries at their locked revision into the store, verified")
+    p.add_argument("ids", nargs="+", metavar="ID")
+
+    p = sub.add_parser("verify", help="re-hash the store against the manifests")
+    p.add_argument("keys", nargs="*", metavar="KEY")
+    p.add_argument("--evict", action="store_true", help="remove corrupt artifacts (they are rebuilt or re-fetched next run)")
+
+    p = sub.add_parser("publish", help="upload an artifact to a Hub repo and record it in the user registry")
+    p.add_argument("key", help="artifact key (see `harness list artifacts`)")
+    p.add_argument("--repo", required=True, help="owner/name of the Hub repo (created if needed)")
+    p.add_argument("--repo-type", choices=("dataset", "model"), default=None,
+                   help="default: model for trained rerankers, dataset otherwise")
+    p.add_argument("--id", dest="entry_id", default=None, help="registry id for the new entry")
+    p.add_argument("--private", action="store_true")
     return parser
 
 
@@ -240,7 +258,48 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_lock(args) -> int:
+    from harness.fetch import lock
+    from harness.registry import Registry
+
+    store = _store(args)
+    registry = Registry(store.root)
+    for entry_id in args.ids:
+        lock(registry, entry_id, store, user=args.user)
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from harness.fetch import fetch
+
+    store = _store(args)
+    for entry_id in args.ids:
+        artifact, fetched = fetch(entry_id, store)
+        print(f"{'fetched' if fetched else 'in store'} {entry_id} → {artifact.path}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from harness.fetch import verify
+
+    return 1 if verify(_store(args), args.keys or None, evict=args.evict) else 0
+
+
+def cmd_publish(args) -> int:
+    from harness.fetch import publish
+
+    store = _store(args)
+    art = store.get(args.key)
+    repo_type = args.repo_type or ("model" if art and art.manifest["kind"] == "model" else "dataset")
+    publish(store, args.key, args.repo, repo_type=repo_type, entry_id=args.entry_id, private=args.private)
+    return 0
+
+
 _COMMANDS = {
+    "lock": cmd_lock,
+    "fetch": cmd_fetch,
+    "verify": cmd_verify,
+    "publish": cmd_publish,
     "list": cmd_list,
     "show": cmd_show,
     "plan": cmd_plan,

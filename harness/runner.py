@@ -107,7 +107,7 @@ class Runner:
 
         source = "builtin" if dataset == "sample" else self.source
         try:
-            fingerprint = corpus_stage.fingerprint(dataset, source, self.data_dir, self.store.root / "fingerprints.json")
+            fingerprint = corpus_stage.fingerprint(dataset, source, self.data_dir, self.store)
         except HarnessError:
             if not missing_data_ok:
                 raise
@@ -152,14 +152,17 @@ class Runner:
     # --- deciding and building ---------------------------------------------------------------
     def decide(self, step: Step) -> str:
         """What will happen to a step: `reuse`, `fetch` or `regenerate` (no network is used)."""
-        if self._in_store(step.key):
-            return "reuse"
-        if step.published and self._wants_fetch(step):
-            return "fetch"
-        return "regenerate"
+        if self._fetches(step):
+            return "fetch"  # or reuse of the fetched copy: known only from the lock, at run time
+        return "reuse" if self._in_store(step.key) else "regenerate"
 
-    def _wants_fetch(self, step: Step) -> bool:
-        return self.mode == "fetch" or (self.mode == "auto" and step.stage in FETCH_IN_AUTO)
+    def _fetches(self, step: Step) -> bool:
+        """fetch mode: every published stage is fetched; auto: expensive ones not already built here."""
+        if not step.published:
+            return False
+        if self.mode == "fetch":
+            return True
+        return self.mode == "auto" and step.stage in FETCH_IN_AUTO and not self._in_store(step.key)
 
     def _in_store(self, key: str) -> bool:
         return (self.store.path(key) / "manifest.json").is_file()
@@ -169,7 +172,7 @@ class Runner:
         if step.key in done:
             return done[step.key].artifact
         started = time.time()
-        if step.published and self._wants_fetch(step) and not self._in_store(step.key):
+        if self._fetches(step):
             fetched = self._fetch(step)
             if fetched is not None:
                 artifact, fetched_now = fetched

@@ -35,3 +35,6 @@ def beir_dir() -> Path:
     if not env or not (Path(env) / "scifact" / "corpus.jsonl").is_file():
         pytest.skip("real SciFact not available (set HARNESS_BEIR_DIR to a folder holding scifact/)")
     return Path(env)
+
+
+from tests.localhub import local_hub  # noqa: E402,F401  - the local Hub fixture, for every test module

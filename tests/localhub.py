@@ -19,7 +19,9 @@ Usage in a test, through the ``local_hub`` fixture defined at the bottom of this
         path = huggingface_hub.hf_hub_download("org/model", "config.json", revision=sha)
 
 The fixture points ``HF_ENDPOINT`` and the already-imported ``huggingface_hub`` / ``datasets``
-constants at the server, and moves every cache and token path into ``tmp_path``.
+constants at the server, and moves every cache and token path into ``tmp_path``. For a hub shared
+by several tests, start a ``LocalHub`` yourself and call ``point_clients_at(hub, home, monkeypatch)``
+in a function-scoped fixture (``hub.reset()`` clears it between tests).
 """
 
 from __future__ import annotations
@@ -38,22 +40,23 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
-__all__ = ["LocalHub", "local_hub", "files_from_dir"]
+__all__ = ["LocalHub", "files_from_dir", "local_hub", "point_clients_at"]
 
 REPO_TYPES = ("model", "dataset", "space")
 
 # Files the real Hub stores with Git LFS by default (subset of the `.gitattributes` it creates for
 # new repos). LFS-ness changes what clients see: ETag is the sha256 instead of the git blob sha1,
 # and tree entries carry an `lfs` object. Files of 10 MiB or more are LFS as well.
-LFS_PATTERNS = (
-    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lz4",
-    "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb",
-    "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors", "*.tar", "*.tflite", "*.tgz",
-    "*.wasm", "*.xz", "*.zip", "*.zst",
+LFS_PATTERNS = tuple(
+    """
+    *.7z *.arrow *.bin *.bz2 *.ckpt *.ftz *.gz *.h5 *.joblib *.lz4 *.mlmodel *.model *.msgpack *.npy
+    *.npz *.onnx *.ot *.parquet *.pb *.pickle *.pkl *.pt *.pth *.rar *.safetensors *.tar *.tflite
+    *.tgz *.wasm *.xz *.zip *.zst
+    """.split()
 )
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 
@@ -96,7 +99,7 @@ class _Blob:
     pointer_size: int
 
     @classmethod
-    def of(cls, path: str, content: bytes) -> "_Blob":
+    def of(cls, path: str, content: bytes) -> _Blob:
         sha256 = hashlib.sha256(content).hexdigest()
         lfs = len(content) >= LFS_SIZE_THRESHOLD or any(
             fnmatch.fnmatch(path.rsplit("/", 1)[-1], pattern) for pattern in LFS_PATTERNS
@@ -181,7 +184,7 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # `up()` rebinds the same port right after `down()` closed it
 
-    def __init__(self, address, hub: "LocalHub"):
+    def __init__(self, address, hub: LocalHub):
         self.hub = hub
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -196,6 +199,11 @@ class _Server(http.server.ThreadingHTTPServer):
         with self._open_lock:
             self._open.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # Clients hanging up (cuts, down(), timeouts) are expected here; anything else is a bug.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     def drop_connections(self) -> None:
         # Clients pool keep-alive connections; without this a "down" hub would keep answering on them.
@@ -289,7 +297,7 @@ class LocalHub:
     def port(self) -> int:
         return self._port
 
-    def start(self) -> "LocalHub":
+    def start(self) -> LocalHub:
         if self._server is not None:
             return self
         self._server = _Server((self.host, self._port), self)
@@ -311,7 +319,7 @@ class LocalHub:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -410,8 +418,14 @@ class LocalHub:
         # Hash of the content plus a counter: identical trees still get distinct commits, like git.
         digest = hashlib.sha1(
             json.dumps(
-                [repo.repo_type, repo.repo_id, parent, sorted((p, b.git_oid) for p, b in tree.items()),
-                 message, next(self._commit_counter)]
+                [
+                    repo.repo_type,
+                    repo.repo_id,
+                    parent,
+                    sorted((p, b.git_oid) for p, b in tree.items()),
+                    message,
+                    next(self._commit_counter),
+                ]
             ).encode()
         ).hexdigest()
         title, _, body = message.partition("\n")
@@ -463,6 +477,15 @@ class LocalHub:
         with self._lock:
             self._fail_budget, self._delay, self._cuts = 0, 0.0, []
 
+    def reset(self) -> None:
+        """Forget all repos, faults, tokens and recorded requests (for a hub shared between tests)."""
+        with self._lock:
+            self._repos.clear()
+            self.tokens.clear()
+            self.requests.clear()
+            self.request_log.clear()
+        self.reset_faults()
+
     # ---- request dispatch -----------------------------------------------------------------------
 
     def _handle(self, h: _Handler) -> None:
@@ -489,7 +512,8 @@ class LocalHub:
         try:
             self._route(h, segments, query, body)
         except _HttpError as err:
-            headers = {"X-Error-Message": err.message}
+            # Header values go out as latin-1: keep non-ASCII paths from breaking the error reply.
+            headers = {"X-Error-Message": err.message.encode("ascii", "backslashreplace").decode()}
             if err.code:
                 headers["X-Error-Code"] = err.code
             if err.commit:
@@ -498,7 +522,10 @@ class LocalHub:
         except ConnectionError:  # client went away mid-response
             h.close_connection = True
         except Exception as exc:  # a bug in the fake must show up as a 500, not a hung client
-            h.send_json({"error": f"LocalHub internal error: {exc!r}"}, status=500)
+            try:
+                h.send_json({"error": f"LocalHub internal error: {exc!r}"}, status=500)
+            except OSError:
+                h.close_connection = True
 
     def _route(self, h: _Handler, segs: list[str], query: dict[str, list[str]], body: bytes) -> None:
         method = h.command
@@ -603,7 +630,7 @@ class LocalHub:
             "ETag": f'"{blob.etag}"',
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}";',
+            "Content-Disposition": _content_disposition(path.rsplit("/", 1)[-1]),
         }
         if blob.lfs:
             # The Hub answers LFS files with these linked headers (on its redirect to the CDN); no
@@ -659,7 +686,9 @@ class LocalHub:
     def _info(self, repo: _Repo, commit: _Commit, query: dict[str, list[str]]) -> dict:
         with_blobs = query.get("blobs", ["false"])[-1].lower() in ("1", "true")
         siblings = []
-        for path, blob in sorted(commit.tree.items()):
+        with self._lock:  # replace_file_in_place may swap entries concurrently
+            tree = sorted(commit.tree.items())
+        for path, blob in tree:
             sibling: dict = {"rfilename": path}
             if with_blobs:
                 sibling.update(size=blob.size, blobId=blob.git_oid)
@@ -684,7 +713,7 @@ class LocalHub:
         if repo.repo_type == "model":
             info["modelId"] = repo.repo_id
         if with_blobs:
-            info["usedStorage"] = sum(b.size for b in commit.tree.values())
+            info["usedStorage"] = sum(blob.size for _, blob in tree)
         return info
 
     def _entry(self, repo: _Repo, commit: _Commit, path: str, expand: bool) -> dict:
@@ -697,8 +726,12 @@ class LocalHub:
         else:
             prefix = path + "/"
             children = sorted((p, b.git_oid) for p, b in commit.tree.items() if p.startswith(prefix))
-            entry = {"type": "directory", "oid": hashlib.sha1(json.dumps(children).encode()).hexdigest(),
-                     "size": 0, "path": path}
+            entry = {
+                "type": "directory",
+                "oid": hashlib.sha1(json.dumps(children).encode()).hexdigest(),
+                "size": 0,
+                "path": path,
+            }
             changed = commit
         if expand:
             entry["lastCommit"] = {"id": changed.sha, "title": changed.title, "date": changed.date}
@@ -717,7 +750,7 @@ class LocalHub:
             dirs: set[str] = set()
             listed_files: list[str] = []
             for p in files:
-                parts = p[len(prefix):].split("/")
+                parts = p[len(prefix) :].split("/")
                 # Every folder between `path` and the file is listed when recursive, only the first otherwise.
                 for depth in range(1, len(parts) if recursive else min(2, len(parts))):
                     dirs.add(prefix + "/".join(parts[:depth]))
@@ -742,7 +775,9 @@ class LocalHub:
     def _refs(self, repo: _Repo) -> dict:
         with self._lock:
             return {
-                "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in repo.branches.items()],
+                "branches": [
+                    {"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in repo.branches.items()
+                ],
                 "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in repo.tags.items()],
                 "converts": [],
                 "pullRequests": [],
@@ -753,8 +788,15 @@ class LocalHub:
         out = []
         with self._lock:
             while commit is not None:
-                out.append({"id": commit.sha, "title": commit.title, "message": commit.message,
-                            "date": commit.date, "authors": [{"user": _LOCAL_USER}]})
+                out.append(
+                    {
+                        "id": commit.sha,
+                        "title": commit.title,
+                        "message": commit.message,
+                        "date": commit.date,
+                        "authors": [{"user": _LOCAL_USER}],
+                    }
+                )
                 commit = repo.commits.get(commit.parent) if commit.parent else None
         return out
 
@@ -786,12 +828,14 @@ class LocalHub:
                 # "regular" for everything: content comes inline in the commit call, so neither LFS
                 # nor Xet uploads are needed. The oid (git sha1 of the content, as the client
                 # computes for regular files) lets the client skip unchanged files.
-                files.append({
-                    "path": f["path"],
-                    "uploadMode": "regular",
-                    "shouldIgnore": False,
-                    "oid": _git_blob_sha1(existing.content) if existing is not None else None,
-                })
+                files.append(
+                    {
+                        "path": f["path"],
+                        "uploadMode": "regular",
+                        "shouldIgnore": False,
+                        "oid": _git_blob_sha1(existing.content) if existing is not None else None,
+                    }
+                )
         return {"files": files, "commitOid": commit.sha}
 
     def _api_commit(self, repo: _Repo, revision: str, body: bytes, query: dict) -> dict:
@@ -848,6 +892,12 @@ class LocalHub:
         return None
 
 
+def _content_disposition(name: str) -> str:
+    # Same shape as the Hub's; huggingface_hub reads `filename="..."` for progress-bar labels.
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
+    return f"inline; filename*=UTF-8''{quote(name)}; filename=\"{ascii_name}\";"
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     """Parse a single `bytes=` range into a half-open (start, end) slice.
 
@@ -876,7 +926,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _point_clients_at(hub: LocalHub, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def point_clients_at(hub: LocalHub, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Redirect huggingface_hub (and datasets, when imported) to `hub`, with caches under `home`.
 
     huggingface_hub copies HF_ENDPOINT and the cache/token paths into module constants at import
@@ -903,9 +953,17 @@ def _point_clients_at(hub: LocalHub, home: Path, monkeypatch: pytest.MonkeyPatch
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     # No token from anywhere, and not offline (a test suite may set offline mode globally).
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HUGGINGFACE_CO_STAGING",
-                 "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
-                 "HUGGINGFACE_HUB_CACHE", "HUGGINGFACE_ASSETS_CACHE"):
+    for name in (
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_OIDC_RESOURCE",
+        "HUGGINGFACE_CO_STAGING",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HUGGINGFACE_ASSETS_CACHE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
     patched = {
@@ -990,7 +1048,7 @@ def local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Local
     """A running `LocalHub`; huggingface_hub/transformers/datasets talk to it, caches in tmp_path."""
     hub = LocalHub().start()
     try:
-        _point_clients_at(hub, tmp_path / "hf_home", monkeypatch)
+        point_clients_at(hub, tmp_path / "hf_home", monkeypatch)
         yield hub
     finally:
         hub.stop()

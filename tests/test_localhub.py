@@ -29,7 +29,11 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from tests.localhub import LocalHub, files_from_dir, local_hub  # noqa: F401 - fixture import
+from tests import localhub
+from tests.localhub import LocalHub, files_from_dir
+
+# Make the fixture visible here even before tests/conftest.py re-exports it.
+local_hub = localhub.local_hub
 
 MODEL = "org/tiny-model"
 DATASET = "org/tiny-corpus"
@@ -103,8 +107,20 @@ def test_etags_follow_hub_conventions(local_hub: LocalHub):
     assert lfs.xet_file_data is None  # never advertise Xet: downloads stay plain HTTP
 
 
+def test_single_segment_repo_id(local_hub: LocalHub):
+    # Canonical repos ("bert-base-uncased") have no namespace; urls must still route.
+    sha = local_hub.add_repo("canonical-model", files={"config.json": b"{}"})
+    assert HfApi().model_info("canonical-model").sha == sha
+    assert _read(hf_hub_download("canonical-model", "config.json")) == b"{}"
+
+
 def test_snapshot_download(local_hub: LocalHub):
-    files = {"config.json": b"{}", "sub/dir/vocab.txt": b"a\nb\n", "model.safetensors": b"\0" * 64}
+    files = {
+        "config.json": b"{}",
+        "sub/dir/vocab.txt": b"a\nb\n",
+        "model.safetensors": b"\0" * 64,
+        "docs/read me \u00e9.txt": b"unicode and spaces",
+    }
     sha = local_hub.add_repo(MODEL, files=files)
     folder = Path(snapshot_download(MODEL))
     assert folder.name == sha
@@ -228,8 +244,12 @@ def test_transformers_model_from_pretrained_at_sha(local_hub: LocalHub, tmp_path
     transformers = pytest.importorskip("transformers")
 
     config = transformers.BertConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=37, max_position_embeddings=64,
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
     )
     torch.manual_seed(0)
     original = transformers.BertModel(config)

@@ -30,8 +30,14 @@ def built(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_folder_holds_a_full_checkpoint(built):
-    expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                "special_tokens_map.json", tiny.MARKER}
+    expected = {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        tiny.MARKER,
+    }
     for kind, folder in built.items():
         names = {p.name for p in folder.iterdir()}
         assert expected <= names, kind
@@ -83,8 +89,9 @@ def test_t5_forward_from_decoder_start(built):
     model = AutoModelForSeq2SeqLM.from_pretrained(built["t5"])
     assert model.config.decoder_start_token_id == 0 and model.generation_config.decoder_start_token_id == 0
     assert (model.config.num_layers, model.config.num_decoder_layers, model.config.d_model) == (2, 2, 64)
-    enc = tok(["Query: a b Document: c Relevant:", "Query: x Document: y z Relevant:"], return_tensors="pt",
-              padding=True)
+    enc = tok(
+        ["Query: a b Document: c Relevant:", "Query: x Document: y z Relevant:"], return_tensors="pt", padding=True
+    )
     start = torch.full((2, 1), model.config.decoder_start_token_id, dtype=torch.long)
     with torch.no_grad():
         logits = model(**enc, decoder_input_ids=start).logits
@@ -113,11 +120,17 @@ def test_bert_cross_encoder_pairs(built):
 
 def test_builds_are_byte_identical_across_processes(built, tmp_path):
     # A fresh process with another hash seed: catches any dict/set ordering leaking into the files.
-    script = ("import sys; from pathlib import Path; from harness.models import tiny\n"
-              "for kind in sys.argv[2:]: tiny.build_model(kind, Path(sys.argv[1]) / kind)\n")
+    script = (
+        "import sys; from pathlib import Path; from harness.models import tiny\n"
+        "for kind in sys.argv[2:]: tiny.build_model(kind, Path(sys.argv[1]) / kind)\n"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path), *KINDS], check=True, env=env,
-                   cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), *KINDS],
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     for kind in KINDS:
         assert _hashes(tmp_path / kind) == _hashes(built[kind]), kind
 
@@ -166,8 +179,22 @@ def test_parse_tiny_id(model_id, expected):
 
 @pytest.mark.parametrize(
     "model_id",
-    ["t5", "tiny:", "tiny:t6", "tiny:T5", "tiny:t5-huge", "tiny:bert-small", "tiny:t5@", "tiny:t5@-1",
-     "tiny:t5@x", "tiny:t5-small-base", "tiny:gpt2@1@2", " tiny:t5", "tiny:t5 ", f"tiny:t5@{2**63}"],
+    [
+        "t5",
+        "tiny:",
+        "tiny:t6",
+        "tiny:T5",
+        "tiny:t5-huge",
+        "tiny:bert-small",
+        "tiny:t5@",
+        "tiny:t5@-1",
+        "tiny:t5@x",
+        "tiny:t5-small-base",
+        "tiny:gpt2@1@2",
+        " tiny:t5",
+        "tiny:t5 ",
+        f"tiny:t5@{2**63}",
+    ],
 )
 def test_parse_tiny_id_rejects_malformed(model_id):
     with pytest.raises(HarnessError):
@@ -208,8 +235,7 @@ def test_materialize_concurrent_callers_build_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tiny, "build_model", counting_build)
     results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(tiny.materialize("tiny:t5", tmp_path)))
-               for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(tiny.materialize("tiny:t5", tmp_path))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -237,8 +263,17 @@ def test_import_does_not_load_torch():
     [
         ("gpt2", "small", {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257}),
         ("t5", "small", {"num_layers": 6, "d_model": 512, "d_ff": 2048, "num_heads": 8, "vocab_size": 32128}),
-        ("bert", "minilm", {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12,
-                            "intermediate_size": 1536, "vocab_size": 30522}),
+        (
+            "bert",
+            "minilm",
+            {
+                "num_hidden_layers": 6,
+                "hidden_size": 384,
+                "num_attention_heads": 12,
+                "intermediate_size": 1536,
+                "vocab_size": 30522,
+            },
+        ),
     ],
 )
 def test_realistic_shapes(tmp_path, kind, size, shape):

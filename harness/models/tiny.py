@@ -22,8 +22,9 @@ import re
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError, close_matches
 
@@ -44,20 +45,54 @@ SHAPES: dict[str, dict[str, dict]] = {
         "small": {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257},  # gpt2
     },
     "t5": {
-        "tiny": {"num_layers": 2, "d_model": 64, "d_ff": 128, "num_heads": 4, "d_kv": 16,
-                 "vocab_size": DEFAULT_VOCAB_SIZE, "tokenizer_size": DEFAULT_VOCAB_SIZE, "extra_ids": 0},
+        "tiny": {
+            "num_layers": 2,
+            "d_model": 64,
+            "d_ff": 128,
+            "num_heads": 4,
+            "d_kv": 16,
+            "vocab_size": DEFAULT_VOCAB_SIZE,
+            "tokenizer_size": DEFAULT_VOCAB_SIZE,
+            "extra_ids": 0,
+        },
         # t5-small / t5-base (monoT5's backbones): 32100 tokens (32000 pieces + 100 sentinels), 32128 embeddings.
-        "small": {"num_layers": 6, "d_model": 512, "d_ff": 2048, "num_heads": 8, "d_kv": 64,
-                  "vocab_size": 32128, "tokenizer_size": 32100, "extra_ids": 100},
-        "base": {"num_layers": 12, "d_model": 768, "d_ff": 3072, "num_heads": 12, "d_kv": 64,
-                 "vocab_size": 32128, "tokenizer_size": 32100, "extra_ids": 100},
+        "small": {
+            "num_layers": 6,
+            "d_model": 512,
+            "d_ff": 2048,
+            "num_heads": 8,
+            "d_kv": 64,
+            "vocab_size": 32128,
+            "tokenizer_size": 32100,
+            "extra_ids": 100,
+        },
+        "base": {
+            "num_layers": 12,
+            "d_model": 768,
+            "d_ff": 3072,
+            "num_heads": 12,
+            "d_kv": 64,
+            "vocab_size": 32128,
+            "tokenizer_size": 32100,
+            "extra_ids": 100,
+        },
     },
     "bert": {
-        "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
-                 "vocab_size": DEFAULT_VOCAB_SIZE},
+        "tiny": {
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "vocab_size": DEFAULT_VOCAB_SIZE,
+        },
         # cross-encoder/ms-marco-MiniLM-L-6-v2
-        "minilm": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536,
-                   "vocab_size": 30522},
+        "minilm": {
+            "num_hidden_layers": 6,
+            "hidden_size": 384,
+            "num_attention_heads": 12,
+            "intermediate_size": 1536,
+            "vocab_size": 30522,
+        },
     },
 }
 
@@ -122,7 +157,7 @@ def parse_tiny_id(model_id: str) -> tuple[str, str, int]:
     """`tiny:<kind>[-<size>][@seed]` -> (kind, size, seed); a HarnessError naming the fix when malformed."""
     if not isinstance(model_id, str) or not model_id.startswith(TINY_PREFIX):
         raise HarnessError(f"Model id {model_id!r} is not a tiny model id; expected 'tiny:<kind>[-<size>][@seed]'.")
-    rest = model_id[len(TINY_PREFIX):]
+    rest = model_id[len(TINY_PREFIX) :]
     match = re.fullmatch(r"([a-z0-9]+)(?:-([a-z0-9]+))?(?:@([0-9]+))?", rest)
     if match is None:
         raise HarnessError(
@@ -196,7 +231,7 @@ def _fillers(prefix: str, taken: Iterable[str], count: int) -> list[str]:
     raise AssertionError("unreachable")  # the generator is infinite
 
 
-def _train_bpe(tok: "Tokenizer", texts: list[str], vocab_size: int, **trainer_kwargs) -> dict:
+def _train_bpe(tok: Tokenizer, texts: list[str], vocab_size: int, **trainer_kwargs) -> dict:
     """Train `tok` (a BPE tokenizer) in place and return its JSON as a dict."""
     from tokenizers import trainers
 
@@ -209,7 +244,7 @@ def _vocab_by_id(vocab: dict[str, int]) -> list[str]:
     return [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
 
 
-def _gpt2_tokenizer(texts: list[str], vocab_size: int) -> tuple["Tokenizer", dict]:
+def _gpt2_tokenizer(texts: list[str], vocab_size: int) -> tuple[Tokenizer, dict]:
     """Byte-level BPE like GPT-2: every byte is a token (so '\\n' is 'Ċ'), `<|endoftext|>` is the last id."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
@@ -238,7 +273,7 @@ def _gpt2_tokenizer(texts: list[str], vocab_size: int) -> tuple["Tokenizer", dic
     return tok, config
 
 
-def _t5_tokenizer(texts: list[str], vocab_size: int, extra_ids: int) -> tuple["Tokenizer", dict]:
+def _t5_tokenizer(texts: list[str], vocab_size: int, extra_ids: int) -> tuple[Tokenizer, dict]:
     """SentencePiece-like Unigram with Metaspace like T5; pieces from a BPE run, scores from their frequencies."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
@@ -255,9 +290,10 @@ def _t5_tokenizer(texts: list[str], vocab_size: int, extra_ids: int) -> tuple["T
     n_pieces = vocab_size - extra_ids
     bpe = pipeline(Tokenizer(models.BPE(unk_token="<unk>")))
     # Leave room for the required whole words, which the BPE run may not have learned.
-    data = _train_bpe(bpe, texts, n_pieces - len(T5_REQUIRED_WORDS), special_tokens=specials,
-                      initial_alphabet=_PRINTABLE)
-    pieces = _vocab_by_id(data["model"]["vocab"])[len(specials):]
+    data = _train_bpe(
+        bpe, texts, n_pieces - len(T5_REQUIRED_WORDS), special_tokens=specials, initial_alphabet=_PRINTABLE
+    )
+    pieces = _vocab_by_id(data["model"]["vocab"])[len(specials) :]
 
     # One EM-like step: a piece's score is the log of its smoothed frequency in the BPE segmentation of the text.
     counts = Counter(token for enc in bpe.encode_batch(texts, add_special_tokens=False) for token in enc.tokens)
@@ -290,7 +326,7 @@ def _t5_tokenizer(texts: list[str], vocab_size: int, extra_ids: int) -> tuple["T
     return tok, config
 
 
-def _bert_tokenizer(texts: list[str], vocab_size: int) -> tuple["Tokenizer", dict]:
+def _bert_tokenizer(texts: list[str], vocab_size: int) -> tuple[Tokenizer, dict]:
     """Uncased WordPiece like bert-base-uncased, its pieces from a BPE run that marks word starts with '▁'."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
@@ -335,8 +371,13 @@ def _bert_tokenizer(texts: list[str], vocab_size: int) -> tuple["Tokenizer", dic
         "model_max_length": 512,
         "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
         "do_lower_case": True,
-        "special": {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                    "mask_token": "[MASK]"},
+        "special": {
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+        },
     }
     return tok, config
 
@@ -360,17 +401,22 @@ def build_tokenizer(
     `AutoTokenizer.from_pretrained(out_dir)` as a fast tokenizer; the vocabulary has exactly `vocab_size` tokens
     (for t5 including `extra_ids` `<extra_id_N>` sentinels). Returns `out_dir`.
     """
-    corpus = [BUILTIN_TEXT] if texts is None else [t for t in texts]
-    minimum = {"gpt2": 257 + 1, "t5": 3 + len(_PRINTABLE) + len(T5_REQUIRED_WORDS) + extra_ids,
-               "bert": 5 + 2 * len(_PRINTABLE)}
+    corpus = [BUILTIN_TEXT] if texts is None else list(texts)
+    minimum = {  # the alphabet and special tokens, which every vocabulary holds
+        "gpt2": 256 + 1,
+        "t5": 3 + len(_PRINTABLE) + len(T5_REQUIRED_WORDS) + extra_ids,
+        "bert": 5 + 2 * len(_PRINTABLE),
+    }
     if kind not in minimum:
-        raise HarnessError(f"Unknown tiny tokenizer kind {kind!r}; use one of {', '.join(KINDS)}."
-                           + close_matches(kind, KINDS))
+        raise HarnessError(
+            f"Unknown tiny tokenizer kind {kind!r}; use one of {', '.join(KINDS)}." + close_matches(kind, KINDS)
+        )
     if extra_ids and kind != "t5":
         raise HarnessError(f"extra_ids is a T5 feature; got extra_ids={extra_ids} for {kind!r}.")
     if vocab_size < minimum[kind] + 32:  # room for the alphabet plus a few merges
-        raise HarnessError(f"vocab_size {vocab_size} is too small for a {kind} tokenizer; use at least "
-                           f"{minimum[kind] + 32}.")
+        raise HarnessError(
+            f"vocab_size {vocab_size} is too small for a {kind} tokenizer; use at least {minimum[kind] + 32}."
+        )
 
     if kind == "gpt2":
         tok, config = _gpt2_tokenizer(corpus, vocab_size)
@@ -386,9 +432,10 @@ def build_tokenizer(
     special = config.pop("special")
     # 'PreTrainedTokenizerFast' makes AutoTokenizer load tokenizer.json as is (transformers 4 and 5) instead of
     # rebuilding a GPT2/T5/Bert tokenizer from vocab files that don't exist here.
-    _write_json(out_dir / "tokenizer_config.json",
-                {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-                 **config, **special})
+    _write_json(
+        out_dir / "tokenizer_config.json",
+        {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **config, **special},
+    )
     _write_json(out_dir / "special_tokens_map.json", special)
     return out_dir
 
@@ -412,9 +459,17 @@ def _model(kind: str, size: str, vocab_size: int):
 
         layers = shape.pop("num_layers")
         config = T5Config(
-            num_layers=layers, num_decoder_layers=layers, feed_forward_proj="relu",  # T5 v1.0, monoT5's base
-            relative_attention_num_buckets=32, relative_attention_max_distance=128, tie_word_embeddings=True,
-            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, is_encoder_decoder=True, **shape,
+            num_layers=layers,
+            num_decoder_layers=layers,
+            feed_forward_proj="relu",  # T5 v1.0, monoT5's base
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            tie_word_embeddings=True,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+            is_encoder_decoder=True,
+            **shape,
         )
         return T5ForConditionalGeneration(config)
     from transformers import BertConfig, BertForSequenceClassification
@@ -444,7 +499,9 @@ def _save_quietly(model, out_dir: Path) -> None:
             logging.enable_progress_bar()
 
 
-def build_model(kind: str, out_dir: Path, seed: int = 0, size: str = "tiny", texts: Iterable[str] | None = None) -> Path:
+def build_model(
+    kind: str, out_dir: Path, seed: int = 0, size: str = "tiny", texts: Iterable[str] | None = None
+) -> Path:
     """Write a full checkpoint folder (config, safetensors weights, tokenizer) for `kind`/`size` into `out_dir`.
 
     Weights are random from `torch.manual_seed(seed)` (the caller's RNG state is left untouched); the same
@@ -465,8 +522,17 @@ def build_model(kind: str, out_dir: Path, seed: int = 0, size: str = "tiny", tex
     if kind in ("gpt2", "t5"):
         model.generation_config = _generation_config(kind, tokenizer_size - 1)
     _save_quietly(model, out_dir)
-    _write_json(out_dir / MARKER, {"id": model_id_for(kind, size, seed), "kind": kind, "size": size, "seed": seed,
-                                   "build_version": BUILD_VERSION, "builtin_text": texts is None})
+    _write_json(
+        out_dir / MARKER,
+        {
+            "id": model_id_for(kind, size, seed),
+            "kind": kind,
+            "size": size,
+            "seed": seed,
+            "build_version": BUILD_VERSION,
+            "builtin_text": texts is None,
+        },
+    )
     return out_dir
 
 
@@ -490,7 +556,7 @@ def materialize(model_id: str, cache_root: Path) -> Path:
     from filelock import FileLock
 
     kind, size, seed = parse_tiny_id(model_id)
-    name = model_id_for(kind, size, seed)[len(TINY_PREFIX):]
+    name = model_id_for(kind, size, seed)[len(TINY_PREFIX) :]
     root = Path(cache_root) / "tiny"
     final = root / name
     if _is_built(final):

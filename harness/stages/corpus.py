@@ -32,9 +32,9 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
         folder = beir.BeirFolder(out.scratch / "sample")
         sample.build(folder.path)
     elif params.source == "hub":
-        from harness.hub import download_beir
+        from harness.fetch import download_beir
 
-        folder = beir.BeirFolder(download_beir(dataset.name, out.scratch))
+        folder = beir.BeirFolder(download_beir(dataset.name, ctx.store, out.scratch / "hub"))
     else:
         found = beir.locate(dataset.name, ctx.data_dir)
         if found is None:
@@ -86,21 +86,21 @@ def missing_folder(name: str, data_dir: Path | None) -> HarnessError:
     )
 
 
-def fingerprint(name: str, source: str, data_dir: Path | None, cache: Path) -> str:
+def fingerprint(name: str, source: str, data_dir: Path | None, store) -> str:
     """What identifies the dataset's content, cheaply: file hashes cached by size and mtime."""
     if source == "builtin":
         from harness.data import sample
 
         return f"sample-seed{sample.SEED}-{sample.N_DOCS}"
     if source == "hub":
-        from harness.hub import beir_revision
+        from harness.fetch import beir_revision
 
-        return beir_revision(name)
+        return beir_revision(name, store)
     found = beir.locate(name, data_dir)
     if found is None:
         raise missing_folder(name, data_dir)
     files = [found.corpus, found.queries, *sorted((found.path / "qrels").glob("*.tsv*"))]
-    return _hash_files(files, cache)
+    return _hash_files(files, store.root / "fingerprints.json")
 
 
 def _hash_files(files: list[Path], cache: Path) -> str:

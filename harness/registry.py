@@ -1,0 +1,207 @@
+"""The registry of published artifacts (`registry.yaml`) and its lock (`registry.lock`: commits and checksums)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import time
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from harness.errors import HarnessError, close_matches
+from harness.paths import registry_file
+
+KINDS = ("corpus", "qrels", "run", "queries", "queries-filtered", "triples", "fewshot", "model")
+SHA1 = re.compile(r"^[0-9a-f]{40}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def safe_relpath(path: str, where: str) -> str:
+    """A repository path that stays inside its folder: no absolute paths, no `..`, no backslashes."""
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path or path.startswith("~") or "\x00" in path:
+        raise HarnessError(f"{where}: file name {path!r} would leave the store folder; refusing it.")
+    return path
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    kind: Literal["corpus", "qrels", "run", "queries", "queries-filtered", "triples", "fewshot", "model"]
+    repo: str
+    repo_type: Literal["model", "dataset"] = "dataset"
+    dataset: str | None = None
+    files: list[str]
+    access: Literal["public", "restricted"] = "public"
+    licence: str = ""
+    provenance: str
+    known_gap: str | None = None
+    note: str | None = None
+    superseded_by: str | None = None
+
+    @field_validator("files")
+    @classmethod
+    def _files_stay_inside(cls, value: list[str]) -> list[str]:
+        for f in value:
+            safe_relpath(f, "files")
+        if not value:
+            raise ValueError("an entry lists at least one file")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)+", value):
+            raise ValueError(f"id {value!r} must be lower-case path segments like 'inpars-v2/scifact/queries'")
+        return value
+
+    def matches(self, path: str) -> bool:
+        """Whether a repository file belongs to this entry (exact paths, or the entry's glob patterns)."""
+        return any(path == f or (any(c in f for c in "*?[") and fnmatch.fnmatch(path, f)) for f in self.files)
+
+
+class LockedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sha256: str
+    size: int
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not SHA256.match(value):
+            raise ValueError("sha256 must be 64 hex digits")
+        return value
+
+
+class Lock(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    revision: str
+    files: dict[str, LockedFile]
+    locked_at: str = ""
+
+    @field_validator("revision")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not SHA1.match(value):  # a branch or tag name moves: never stored as a revision
+            raise ValueError(f"revision {value!r} is not a 40-hex commit id")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _paths(cls, value: dict) -> dict:
+        for f in value:
+            safe_relpath(f, "lock")
+        return value
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
+        raise HarnessError(f"{path}: expected a mapping with an `entries:` list.")
+    return data
+
+
+def user_registry(store_root: Path) -> Path:
+    return store_root / "registry.user.yaml"
+
+
+def user_lock(store_root: Path) -> Path:
+    return store_root / "registry.user.lock"
+
+
+def project_lock() -> Path:
+    return registry_file().with_suffix(".lock")
+
+
+class Registry:
+    """The project's entries plus the user's own (published with `harness publish`), and both locks."""
+
+    def __init__(self, store_root: Path, path: Path | None = None):
+        self.store_root = store_root
+        self.path = path or registry_file()
+        self.entries: dict[str, Entry] = {}
+        for source in (self.path, user_registry(store_root)):
+            if source.is_file():
+                for i, raw in enumerate(_load_yaml(source).get("entries", [])):
+                    try:
+                        entry = Entry.model_validate(raw)
+                    except ValidationError as exc:
+                        err = exc.errors()[0]
+                        where = raw.get("id", f"entry {i + 1}") if isinstance(raw, dict) else f"entry {i + 1}"
+                        raise HarnessError(f"{source}: {where}: {'.'.join(map(str, err['loc']))}: {err['msg']}.") from None
+                    if entry.id in self.entries:
+                        raise HarnessError(f"{source}: duplicate id {entry.id!r}.")
+                    self.entries[entry.id] = entry
+
+    def get(self, entry_id: str) -> Entry:
+        if entry_id not in self.entries:
+            raise HarnessError(f"No registry entry {entry_id!r}.{close_matches(entry_id, self.entries)}")
+        entry = self.entries[entry_id]
+        if entry.superseded_by:
+            raise HarnessError(f"Registry entry {entry_id} is superseded by {entry.superseded_by}: use that id.")
+        if entry.known_gap and "empty" in entry.known_gap:
+            raise HarnessError(f"Registry entry {entry_id}: {entry.known_gap}; regenerate this stage instead.")
+        return entry
+
+    # --- locks ---------------------------------------------------------------------------------
+    def locks(self) -> dict[str, Lock]:
+        out = {}
+        for path in (project_lock(), user_lock(self.store_root)):
+            if not path.is_file():
+                continue
+            try:
+                raw = json.loads(path.read_text())
+                for entry_id, value in raw.get("entries", {}).items():
+                    out[entry_id] = Lock.model_validate(value)
+            except (ValueError, ValidationError) as exc:
+                raise HarnessError(f"{path}: not a valid lock file ({str(exc).splitlines()[0]}).") from None
+        return out
+
+    def lock_of(self, entry_id: str) -> Lock | None:
+        return self.locks().get(entry_id)
+
+    def write_lock(self, entry_id: str, lock: Lock, user: bool) -> Path:
+        """Record a lock (atomically) in the project lock, or in the store's user lock."""
+        from filelock import FileLock
+
+        path = user_lock(self.store_root) if user else project_lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".flock"):
+            data = json.loads(path.read_text()) if path.is_file() else {"version": 1, "entries": {}}
+            data["entries"][entry_id] = lock.model_dump()
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        return path
+
+    def add_entry(self, entry: Entry) -> Path:
+        """Append a user entry (from `harness publish`) to the store's user registry."""
+        path = user_registry(self.store_root)
+        data = _load_yaml(path) if path.is_file() else {"version": 1, "entries": []}
+        data["entries"] = [e for e in data["entries"] if e.get("id") != entry.id] + [entry.model_dump(exclude_none=True)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        self.entries[entry.id] = entry
+        return path
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@cache
+def project_entries() -> dict[str, Entry]:
+    """The project's registry entries alone (no store needed), for listings and recipe checks."""
+    from harness.store import default_home
+
+    return Registry(default_home()).entries
