@@ -84,10 +84,14 @@ class Runner:
         self.limit_queries = limit_queries
         self.results_dir = results_dir
         self.echo, self.progress = echo, progress
+        self._planning = False  # set by `harness plan`: nothing may touch the network
 
     # --- the graph ------------------------------------------------------------------------------
     def _params(self, stage: str, dataset: str, extra: dict | None = None) -> StageParams:
+        from harness.models.loading import pin_registry_refs
+
         values = {**(self.recipe.stage_params(stage, dataset) or {}), **(extra or {})}
+        values = pin_registry_refs(values, self.store.root, offline_ok=self._planning)
         return parse_params(stage, values, f"{self.recipe.source}: stages.{stage} for {dataset}")
 
     def steps(self, dataset: str, missing_data_ok: bool = False) -> dict[str, Step]:

@@ -18,10 +18,19 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*", "spiece.model", "*.tiktoken"]
 
 
+REGISTRY_PREFIX = "registry:"
+
+
 def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
-    """A local folder for a model reference: `tiny:<kind>[-size][@seed]`, a folder path, or a Hub repo id."""
+    """A local folder for a model reference.
+
+    `tiny:<kind>[-size][@seed]` (built offline), `registry:<id>[@<commit>]` (a registry entry fetched at
+    its locked commit, every file checked), a folder path, or a Hub repo id with a pinned `revision`.
+    """
     from harness.models.tiny import is_tiny_id, materialize
 
+    if ref.startswith(REGISTRY_PREFIX):
+        return _from_registry(ref, store_root)
     if is_tiny_id(ref):
         return materialize(ref, store_root / "models")
     path = Path(ref).expanduser()
@@ -32,6 +41,46 @@ def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
     if ref.startswith((".", "/", "~")):
         raise HarnessError(f"Model folder {ref} does not exist.")
     return download(ref, revision)
+
+
+def _from_registry(ref: str, store_root: Path) -> Path:
+    from harness.fetch import fetch
+    from harness.store import Store
+
+    entry_id, _, expected = ref.removeprefix(REGISTRY_PREFIX).partition("@")
+    artifact, _ = fetch(entry_id, Store(store_root))
+    revision = artifact.summary.get("revision")
+    if expected and revision != expected:
+        raise HarnessError(
+            f"Model {entry_id} is locked at {revision}, but this step was planned with {expected}: "
+            "the lock changed during the run; run again."
+        )
+    return artifact.path / "files"
+
+
+def pin_registry_refs(params: dict, store_root: Path, offline_ok: bool = False) -> dict:
+    """`registry:<id>` values → `registry:<id>@<locked commit>`, so the commit is part of artifact keys.
+
+    An entry not locked yet is pinned now (it needs the network); with `offline_ok` (planning) it is
+    left as it is.
+    """
+    from harness.fetch import lock
+    from harness.registry import Registry
+
+    out = dict(params)
+    for name, value in params.items():
+        if isinstance(value, str) and value.startswith(REGISTRY_PREFIX) and "@" not in value:
+            from harness.store import Store
+
+            registry = Registry(store_root)
+            entry_id = value.removeprefix(REGISTRY_PREFIX)
+            locked = registry.lock_of(entry_id)
+            if locked is None:
+                if offline_ok:
+                    continue
+                locked = lock(registry, entry_id, Store(store_root), user=True)
+            out[name] = f"{value}@{locked.revision}"
+    return out
 
 
 def download(repo_id: str, revision: str | None) -> Path:
