@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--format", choices=("markdown", "latex", "csv", "html"), default="markdown")
             p.add_argument("--output", "-o", type=Path, default=None)
+            p.add_argument("--readme", type=Path, default=None, metavar="README.md",
+                           help="write the (markdown) table into the README's results section")
     p = sub.add_parser("lock", help="pin registry entries: resolve to a commit and record every file's sha256")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--user", action="store_true", help="record in the store's user lock instead of registry.lock")
@@ -250,7 +252,12 @@ def cmd_table(args) -> int:
     from harness.tables import render
 
     text = render(_rows(args), args.format, title=", ".join(args.recipes))
-    if args.output:
+    if args.readme:
+        from harness.tables import update_readme
+
+        update_readme(args.readme, text)
+        print(f"updated the results section of {args.readme}")
+    elif args.output:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")
     else:

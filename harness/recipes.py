@@ -47,8 +47,9 @@ class Recipe(Strict):
     stages: dict[str, dict[str, Any]]
     # dataset → stage → parameters that differ for that dataset (e.g. the Promptagator template).
     overrides: dict[str, dict[str, dict[str, Any]]] = {}
-    # stage → registry id (with `{dataset}`) of the published artifact that fetch mode uses instead.
-    published: dict[str, str] = {}
+    # stage → registry id of the published artifact that fetch mode uses instead; `{dataset}` is the
+    # dataset (cqadupstack), `{name}` the scored one (cqadupstack/android). null drops an inherited entry.
+    published: dict[str, str | None] = {}
     reference: list[Reference] = []
     regression: Regression = Regression()
     notes: list[str] = []

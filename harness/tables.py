@@ -159,3 +159,18 @@ def html_report(rows: list[Row], title: str = "") -> str:
 {f'<p><img alt="reproduced vs reported" src="data:image/png;base64,{chart}"></p>' if chart else ''}
 </body></html>
 """
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(path, text: str) -> None:
+    """Replace the README's results section (between the two markers) with `text`."""
+    from harness.errors import HarnessError
+
+    content = path.read_text(encoding="utf-8")
+    if START not in content or END not in content:
+        raise HarnessError(f"{path} has no {START} ... {END} section to fill.")
+    head, rest = content.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{text.rstrip()}\n{END}{tail}", encoding="utf-8")

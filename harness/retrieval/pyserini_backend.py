@@ -14,16 +14,17 @@ Indexing runs in-process (Anserini's ``IndexCollection`` through pyjnius, the JV
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from harness.errors import HarnessError
-from harness.retrieval.java import anserini_jar, import_pyserini, start_jvm
+from harness.retrieval.java import anserini_jar, import_pyserini, java_class
 
 FIELDS = ("flat", "multifield")
 # Anserini collection class per index layout (what the 2CR BEIR indexes were built with).
@@ -42,32 +43,27 @@ def _check_fields(fields: str) -> None:
 def _write_beir_jsonl(docs: Iterable[tuple[str, str, str]], folder: Path, files: int) -> int:
     """Write docs as BEIR corpus JSONL ({"_id", "title", "text"}) round-robin into ``files`` files; the count."""
     folder.mkdir(parents=True)
-    handles = [open(folder / f"docs{i:02d}.jsonl", "w", encoding="utf-8") for i in range(files)]
     count = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        handles = [
+            stack.enter_context(open(folder / f"docs{i:02d}.jsonl", "w", encoding="utf-8")) for i in range(files)
+        ]
         for count, (doc_id, title, text) in enumerate(docs, start=1):
             record = {"_id": str(doc_id), "title": title or "", "text": text or ""}
             handles[(count - 1) % files].write(json.dumps(record, ensure_ascii=False) + "\n")
-    finally:
-        for handle in handles:
-            handle.close()
     return count
 
 
 def _versions() -> dict:
     """Anserini (from the jar name) and Lucene versions in use."""
-    from jnius import autoclass  # the JVM is already running when this is called
-
     match = re.match(r"anserini-(.+)-fatjar\.jar$", anserini_jar().name)
     return {
         "anserini_version": match.group(1) if match else None,
-        "lucene_version": str(autoclass("org.apache.lucene.util.Version").LATEST.toString()),
+        "lucene_version": str(java_class("org.apache.lucene.util.Version").LATEST.toString()),
     }
 
 
-def build_index(
-    docs: Iterable[tuple[str, str, str]], out_dir: Path, fields: str = "flat", threads: int = 1
-) -> dict:
+def build_index(docs: Iterable[tuple[str, str, str]], out_dir: Path, fields: str = "flat", threads: int = 1) -> dict:
     """Index (doc_id, title, text) docs into ``out_dir`` as a BEIR flat or multifield Lucene index; a summary.
 
     ``threads`` > 1 splits the collection into that many files indexed in parallel. Lucene numbers documents
@@ -81,9 +77,6 @@ def build_index(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise HarnessError(f"Index directory {out_dir} already exists and is not empty: remove it or pick another.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-
-    start_jvm()
-    from jnius import autoclass
 
     started = time.perf_counter()
     # Build next to out_dir and move into place at the end, so a failed build never leaves a half index.
@@ -106,19 +99,20 @@ def build_index(
         if fields == "multifield":
             argv += ["-fields", "title"]
         # Parse with Anserini's own args4j parser so the options mean exactly what they mean on its CLI.
-        args = autoclass("io.anserini.index.IndexCollection$Args")()
-        jargv = autoclass("java.util.ArrayList")()
+        args = java_class("io.anserini.index.IndexCollection$Args")()
+        jargv = java_class("java.util.ArrayList")()
         for arg in argv:
             jargv.add(arg)
-        autoclass("org.kohsuke.args4j.CmdLineParser")(args).parseArgument(jargv)
-        indexer = autoclass("io.anserini.index.IndexCollection")(args)
+        java_class("org.kohsuke.args4j.CmdLineParser")(args).parseArgument(jargv)
+        indexer = java_class("io.anserini.index.IndexCollection")(args)
         indexer.run()
         counters = indexer.getCounters()
         counts = {
             name: int(getattr(counters, name).get())
             for name in ("indexed", "empty", "unindexable", "skipped", "errors")
         }
-        if counts["errors"] or counts["indexed"] + counts["empty"] + counts["skipped"] + counts["unindexable"] != written:
+        accounted = counts["indexed"] + counts["empty"] + counts["skipped"] + counts["unindexable"]
+        if counts["errors"] or accounted != written:
             raise HarnessError(
                 f"Anserini indexed {counts['indexed']} of {written} documents with {counts['errors']} errors "
                 f"while building {out_dir}: see the Java log above."
