@@ -1,0 +1,162 @@
+"""The `generate` stage on the bundled sample with tiny random models: rows, examples, skipping, resuming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.stages import Context, generate
+from harness.stages import corpus as corpus_stage
+from harness.store import artifact_key, sha256_file
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory) -> str:
+    """The tiny GPT-2, built once per session, named by its folder (as a recipe may name a local model)."""
+    from harness.models.tiny import materialize
+
+    return str(materialize("tiny:gpt2", tmp_path_factory.getbasetemp() / "shared-models"))
+
+
+def corpus_artifact(store):
+    params = corpus_stage.Params(dataset="sample", source="builtin", fingerprint="test")
+    key = artifact_key("corpus", 1, params.key_params(), {})
+    ctx = Context(store, "sample", progress=False)
+    artifact, _ = store.get_or_build(key, lambda out: corpus_stage.run({}, params, out, ctx), kind="dataset",
+                                     stage="corpus", params=params.key_params(), inputs={})
+    return artifact
+
+
+def build(store, corpus, model, **values):
+    """Build the generate artifact for `values` through the store, as the runner does."""
+    params = generate.Params(**{"model": model, "n_docs": 6, "max_new_tokens": 6, "shard_size": 4, **values})
+    key = artifact_key("generate", generate.STAGE.version, params.key_params(), {"corpus": corpus.key})
+    ctx = Context(store, "sample", progress=False)
+    artifact, _ = store.get_or_build(
+        key, lambda out: generate.run({"corpus": corpus}, params, out, ctx), kind="queries", stage="generate",
+        params=params.key_params(), inputs={"corpus": corpus.key}, resumable=True)
+    return artifact
+
+
+def rows_of(artifact):
+    return [json.loads(line) for line in artifact.file("queries.jsonl").read_text().splitlines()]
+
+
+def test_sampling_follows_the_toolkit_and_is_capped(tmp_path):
+    import numpy as np
+
+    from harness.data import beir, sample
+
+    sample.build(tmp_path / "s")
+    path = tmp_path / "s" / "corpus.jsonl"
+    ids = [d.id for d in beir.iter_corpus(path)]
+    picked = generate.sample_documents(path, 5, seed=1)
+    assert [d.id for d in picked] == [ids[i] for i in np.random.RandomState(1).permutation(len(ids))[:5]]
+    assert len(generate.sample_documents(path, 10**6, seed=1)) == len(ids)
+
+
+def test_rows_have_the_artifact_fields(store, gpt2):
+    corpus = corpus_artifact(store)
+    artifact = build(store, corpus, gpt2)
+    rows = rows_of(artifact)
+    sampled = generate.sample_documents(corpus.file("corpus.jsonl"), 6, 1)
+    assert [r["doc_id"] for r in rows] == [d.id for d in sampled]
+    for row in rows:
+        assert set(row) == {"query_id", "doc_id", "query", "log_probs", "n_tokens", "example_ids", "prompt"}
+        assert row["query_id"] == f"syn-{row['doc_id']}"
+        assert row["n_tokens"] == len(row["log_probs"]) <= 6
+        assert all(x <= 0 for x in row["log_probs"])
+        assert row["prompt"].endswith("Relevant Query:") and row["example_ids"] == []
+    assert json.loads(artifact.file("examples.json").read_text()) == {"query_ids": [], "doc_ids": []}
+    assert artifact.summary["generated"] == 6 and artifact.summary["skipped_prompt_too_long"] == 0
+
+
+def test_promptagator_examples_come_from_train_split_and_are_recorded(store, gpt2):
+    from harness.data import beir
+
+    corpus = corpus_artifact(store)
+    artifact = build(store, corpus, gpt2, prompt="promptagator-scifact", n_examples=2, example_tokens=20, n_docs=3,
+                     store_prompts=False)
+    examples = json.loads(artifact.file("examples.json").read_text())
+    train = beir.read_qrels(corpus.file("qrels/train.tsv"))
+    assert len(examples["query_ids"]) == 2 and all(q in train for q in examples["query_ids"])
+    assert examples["query_ids"] == sorted(examples["query_ids"])
+    assert set(examples["doc_ids"]) == {d for q in examples["query_ids"] for d in train[q]}
+    rows = rows_of(artifact)
+    assert all(sorted(r["example_ids"]) == examples["query_ids"] and "prompt" not in r for r in rows)
+
+
+def test_a_dataset_without_train_split_is_a_clear_error(store, gpt2):
+    corpus = corpus_artifact(store)
+    (corpus.path / "qrels" / "train.tsv").unlink()
+    corpus.manifest["files"].pop("qrels/train.tsv")
+    with pytest.raises(HarnessError, match="no train split"):
+        build(store, corpus, gpt2, prompt="promptagator-scifact", n_docs=2)
+
+
+def test_prompts_that_cannot_fit_are_skipped_and_counted(store, gpt2):
+    from pathlib import Path
+
+    from harness.models.loading import load_tokenizer
+
+    corpus = corpus_artifact(store)
+    full = rows_of(build(store, corpus, gpt2, n_docs=8, max_new_tokens=1))
+    tokenizer = load_tokenizer(Path(gpt2))
+    lengths = sorted(len(tokenizer(r["prompt"])["input_ids"]) for r in full)
+    budget = lengths[3] + 6  # prompt + max_new_tokens must fit: the four shortest do
+    artifact = build(store, corpus, gpt2, max_prompt_tokens=budget, n_docs=8)
+    summary = artifact.summary
+    assert (summary["generated"], summary["skipped_prompt_too_long"]) == (4, 4)
+    assert [r["doc_id"] for r in rows_of(artifact)] == [
+        r["doc_id"] for r in full if len(tokenizer(r["prompt"])["input_ids"]) + 6 <= budget]
+
+
+def test_rerun_and_resume_give_the_same_bytes(tmp_path, monkeypatch, gpt2):
+    from harness.models import llm as llm_module
+    from harness.store import Store
+
+    first = Store(tmp_path / "a")
+    corpus = corpus_artifact(first)
+    whole = build(first, corpus, gpt2)
+    again = Store(tmp_path / "b")
+    corpus_b = corpus_artifact(again)
+    assert corpus_b.key == corpus.key
+
+    calls = []
+    real = llm_module.TransformersLM.generate
+
+    def dying(self, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second shard
+        return real(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(llm_module.TransformersLM, "generate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build(again, corpus_b, gpt2)
+    assert again.get(whole.key) is None  # nothing committed
+    calls.clear()
+    monkeypatch.setattr(llm_module.TransformersLM, "generate",
+                        lambda self, prompts, *a, **k: calls.append(len(prompts)) or real(self, prompts, *a, **k))
+    resumed = build(again, corpus_b, gpt2)
+    assert calls == [2]  # only the second shard (6 docs in shards of 4) was generated again
+    assert resumed.summary["shards_resumed"] == 1
+    assert sha256_file(resumed.file("queries.jsonl")) == sha256_file(whole.file("queries.jsonl"))
+    assert resumed.manifest["files"] == whole.manifest["files"]
+
+
+def test_batch_size_and_prefix_cache_do_not_change_the_queries(store, gpt2):
+    corpus = corpus_artifact(store)
+    fast = rows_of(build(store, corpus, gpt2, batch_size=4, prefix_cache=True))
+    slow = rows_of(build(store, corpus, gpt2, batch_size=1, prefix_cache=False))
+    assert [r["query"] for r in fast] == [r["query"] for r in slow]
+    for a, b in zip(fast, slow):
+        assert a["log_probs"] == pytest.approx(b["log_probs"], abs=1e-4)
+
+
+def test_published_examples_are_not_available_yet(store, gpt2):
+    corpus = corpus_artifact(store)
+    with pytest.raises(HarnessError, match="train-split"):
+        build(store, corpus, gpt2, prompt="promptagator-scifact", examples_source="published", n_docs=2)
