@@ -419,13 +419,9 @@ def _pad_id(tokenizer, model) -> int:
 
 def _load_sharded(kind: str, path: Path, *, dtype: str, device_map: str | None, load_in_8bit: bool):
     """A large model spread over GPUs (`device_map`) and/or in 8-bit (bitsandbytes): GPU only."""
-    import torch
+    from harness.models.loading import load_model
 
-    from harness.models.loading import _load
-
-    cls = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}[kind]
-    kw: dict[str, Any] = {"dtype": {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype],
-                          "device_map": device_map or "auto"}
+    kw: dict[str, Any] = {"device_map": device_map or "auto"}
     if load_in_8bit:
         try:
             import bitsandbytes  # noqa: F401
@@ -434,7 +430,7 @@ def _load_sharded(kind: str, path: Path, *, dtype: str, device_map: str | None, 
         from transformers import BitsAndBytesConfig
 
         kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    return _load(cls, path, **kw).eval()
+    return load_model(kind, path, dtype=dtype, **kw)
 
 
 # --------------------------------------------------------------------------------------------------- vLLM

@@ -147,15 +147,21 @@ def load_tokenizer(path: Path, padding_side: str = "right"):
         raise HarnessError(f"Cannot load the tokenizer of {path}: {exc}") from None
 
 
-def load_model(kind: str, path: Path, device: str = "cpu", dtype: str = "float32"):
-    """A model of `kind` (`causal`, `seq2seq`, `classifier`) in eval mode on `device` with `dtype`."""
+def load_model(kind: str, path: Path, device: str = "cpu", dtype: str = "float32", **from_pretrained):
+    """A model of `kind` (`causal`, `seq2seq`, `classifier`) in eval mode on `device` with `dtype`.
+
+    Extra keyword arguments go to `from_pretrained` (e.g. `device_map="auto"` to spread a large model
+    over the GPUs, `quantization_config` for 8-bit); with a `device_map` the model is not moved.
+    """
     import torch
 
     cls = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
            "classifier": "AutoModelForSequenceClassification"}[kind]
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = _load(cls, path, dtype=torch_dtype)
-    return model.to(device).eval()
+    model = _load(cls, path, dtype=torch_dtype, **from_pretrained)
+    if "device_map" not in from_pretrained:
+        model = model.to(device)
+    return model.eval()
 
 
 def config_kind(path: Path) -> str:
