@@ -36,6 +36,12 @@ STAGE_KINDS = {
 class NetworkUnavailable(HarnessError):
     """The Hub could not be reached (offline, refused, timed out) after the retries."""
 
+    def __init__(self, message: str):
+        super().__init__(
+            f"{message}. Check the connection (or HF_ENDPOINT), or run with the artifacts already in the store "
+            "(HF_HUB_OFFLINE=1), or use --mode regenerate."
+        )
+
 
 # --- talking to the Hub, with retries ------------------------------------------------------------
 def _transient(exc: Exception) -> bool:
@@ -44,11 +50,19 @@ def _transient(exc: Exception) -> bool:
     if isinstance(exc, HfHubHTTPError):
         status = getattr(exc.response, "status_code", None)
         return status is None or status >= 500 or status == 429
-    name = type(exc).__name__
-    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or name in (
-        "ConnectError", "ReadError", "RemoteProtocolError", "ReadTimeout", "ConnectTimeout", "WriteError",
-        "ChunkedEncodingError", "IncompleteRead", "ProtocolError", "TimeoutException",
-    )  # fmt: skip
+    # A connection cut mid-body: huggingface_hub does not retry it, so we do (the download resumes).
+    # Timeouts and refused connections are not here: huggingface_hub already retried them with backoff.
+    return type(exc).__name__ in ("ReadError", "RemoteProtocolError", "WriteError", "ChunkedEncodingError",
+                                  "IncompleteRead", "ProtocolError") or isinstance(exc, ConnectionResetError)
+
+
+def _unreachable(exc: Exception) -> bool:
+    return isinstance(exc, (TimeoutError, ConnectionError)) or type(exc).__name__ in (
+        "ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "PoolTimeout")
+
+
+_REFUSED = {401: "; set HF_TOKEN to a token with access", 403: "; the token has no access to this repository",
+            404: "; the repository or file is not there"}
 
 
 def _call(what: str, fn: Callable, *args, **kwargs):
@@ -81,7 +95,13 @@ def _call(what: str, fn: Callable, *args, **kwargs):
         except OfflineModeIsEnabled:
             raise NetworkUnavailable(f"{what}: HF_HUB_OFFLINE is set and the artifact is not in the store") from None
         except Exception as exc:  # noqa: BLE001 - sorted by _transient below
+            if _unreachable(exc) and not _transient(exc):
+                raise NetworkUnavailable(f"{what}: the Hub did not answer in time ({type(exc).__name__})") from None
             if not _transient(exc):
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                if isinstance(status, int):  # e.g. a 401/403/404 without the Hub's error code: no retry
+                    raise HarnessError(f"{what}: the Hub refused the request (HTTP {status}"
+                                       f"{_REFUSED.get(status, '')}).") from None
                 raise
             last = exc
         if attempt < RETRIES - 1:

@@ -117,10 +117,12 @@ def available() -> list[str]:
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise HarnessError(f"{path}: nested too deeply to be a recipe.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+        raise HarnessError(f"{path}{where}: not valid YAML ({' '.join(str(getattr(exc, 'problem', None) or exc).split())}).") from None
     except UnicodeDecodeError:
         raise HarnessError(f"{path}: not UTF-8 text.") from None
     if not isinstance(data, dict):
@@ -147,9 +149,14 @@ def _raw(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, Path]:
     data = _read_yaml(path)
     parent = data.get("extends")
     if parent:
+        if not isinstance(parent, str):
+            raise HarnessError(f"{path}: `extends` must be the name of a recipe, got {parent!r}.")
         if parent in seen:
             raise HarnessError(f"{path}: `extends: {parent}` makes a cycle ({' → '.join((*seen, parent))}).")
-        base, _ = _raw(parent, (*seen, parent))
+        try:
+            base, _ = _raw(parent, (*seen, parent))
+        except HarnessError as exc:
+            raise HarnessError(f"{path}: extends: {exc}") from None
         # A variant inherits what it does not say, except its identity and history.
         base = {k: v for k, v in base.items() if k not in ("name", "version", "changelog", "extends", "description")}
         data = _merge(base, data)
@@ -199,4 +206,4 @@ def _explain(exc: ValidationError) -> str:
             parts.append(f"missing key {loc!r}.")
         else:
             parts.append(f"{loc or 'recipe'}: {err['msg']} (got {str(err.get('input'))[:80]!r}).")
-    return " ".join(parts)
+    return " ".join(" ".join(parts).split())  # one line, even when a key holds a newline

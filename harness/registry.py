@@ -103,11 +103,20 @@ class Lock(BaseModel):
 
 def _load_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # libyaml's safe loader when present: the pure-Python one takes about a second on registry.yaml.
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+        raise HarnessError(f"{path}: not valid YAML ({' '.join(str(getattr(exc, 'problem', None) or exc).split())}).") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path}: not UTF-8 text.") from None
+    except RecursionError:
+        raise HarnessError(f"{path}: nested too deeply to be a registry.") from None
     if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
         raise HarnessError(f"{path}: expected a mapping with an `entries:` list.")
+    unknown = sorted(str(k) for k in data if k not in ("version", "entries"))
+    if unknown:  # a misspelt `entries:` would otherwise leave the registry silently empty
+        raise HarnessError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; allowed: version, entries.")
     return data
 
 
@@ -135,9 +144,11 @@ class Registry:
                 for i, raw in enumerate(_load_yaml(source).get("entries", [])):
                     try:
                         entry = Entry.model_validate(raw)
-                    except ValidationError as exc:
-                        err = exc.errors()[0]
+                    except (ValidationError, HarnessError) as exc:
                         where = raw.get("id", f"entry {i + 1}") if isinstance(raw, dict) else f"entry {i + 1}"
+                        if isinstance(exc, HarnessError):  # a file name refused by safe_relpath
+                            raise HarnessError(f"{source}: {where}: {exc}") from None
+                        err = exc.errors()[0]
                         raise HarnessError(f"{source}: {where}: {'.'.join(map(str, err['loc']))}: {err['msg']}.") from None
                     if entry.id in self.entries:
                         raise HarnessError(f"{source}: duplicate id {entry.id!r}.")
@@ -163,7 +174,7 @@ class Registry:
                 raw = json.loads(path.read_text())
                 for entry_id, value in raw.get("entries", {}).items():
                     out[entry_id] = Lock.model_validate(value)
-            except (ValueError, ValidationError) as exc:
+            except (ValueError, ValidationError, AttributeError, TypeError) as exc:
                 raise HarnessError(f"{path}: not a valid lock file ({str(exc).splitlines()[0]}).") from None
         return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,7 +260,7 @@ class Runner:
             "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent runs may share a results folder
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
         tmp.replace(path)
         return path

@@ -19,7 +19,7 @@ from harness import __version__
 from harness.errors import HarnessError
 
 MANIFEST = "manifest.json"
-_VERIFIED = ".verified.json"  # size+mtime of files last hashed, so a warm run needn't re-hash
+_VERIFIED = ".verified.json"  # size, mtime, ctime of files last hashed, so a warm run needn't re-hash
 _HASH_CHUNK = 1 << 20
 
 
@@ -144,6 +144,9 @@ class Store:
         problems, seen = [], {}
         for name, meta in manifest["files"].items():
             file = path / name
+            if file.is_symlink():
+                problems.append(f"{name} is a symlink")
+                continue
             try:
                 stat = file.stat()
             except OSError:
@@ -152,7 +155,8 @@ class Store:
             if stat.st_size != meta["size"]:
                 problems.append(f"{name} has {stat.st_size} bytes, the manifest says {meta['size']}")
                 continue
-            stamp = [stat.st_size, stat.st_mtime_ns]
+            # ctime too: a write whose mtime was set back (os.utime, cp -p, tar) still changes it.
+            stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
             if not full and verified.get(name) == stamp:
                 continue
             actual = sha256_file(file)
@@ -215,6 +219,9 @@ class Store:
             started = time.time()
             build(building)
             shutil.rmtree(work / ".work", ignore_errors=True)
+            links = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_symlink())
+            if links:  # a link can point anywhere: an artifact holds its own bytes only
+                raise HarnessError(f"Stage {stage} put symlink(s) {links[:3]} into artifact {key}; refusing to store it.")
             files = {}
             for file in sorted(p for p in work.rglob("*") if p.is_file()):
                 rel = file.relative_to(work).as_posix()

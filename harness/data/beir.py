@@ -40,6 +40,8 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg}).") from None
+                except RecursionError:
+                    raise HarnessError(f"{path} line {number}: JSON nested too deeply.") from None
                 if not isinstance(row, dict):
                     raise HarnessError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
                 yield number, row

@@ -129,6 +129,10 @@ def _load(cls_name: str, path: Path, **kw):
         return cls.from_pretrained(path, **_safe_kwargs(path), **kw)
     except OSError as exc:
         raise HarnessError(f"Cannot load {cls_name} from {path}: {exc}") from None
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise _remote_code(path) from None
+        raise
     except Exception as exc:  # noqa: BLE001 - the unpickler's refusals come in several types
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise HarnessError(
@@ -136,6 +140,11 @@ def _load(cls_name: str, path: Path, **kw):
                 "rejected them). Use a safetensors checkpoint."
             ) from None
         raise
+
+
+def _remote_code(path: Path) -> HarnessError:
+    return HarnessError(f"Refused to load {path}: it needs its own Python code (auto_map), and the harness never "
+                        "runs code from a model repository; use a checkpoint of a built-in transformers architecture.")
 
 
 def load_tokenizer(path: Path, padding_side: str = "right"):
@@ -168,7 +177,12 @@ def config_kind(path: Path) -> str:
     """`seq2seq`, `causal` or `classifier`, from the checkpoint's config (without loading weights)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise _remote_code(path) from None
+        raise
     if config.is_encoder_decoder:
         return "seq2seq"
     archs = " ".join(config.architectures or [])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pydantic import Field
+
 from harness.data import beir
 from harness.data.catalog import get_dataset
 from harness.data.trec import read_run
@@ -14,7 +16,7 @@ from harness.stages import Stage, StageParams
 class Params(StageParams):
     metrics: tuple[str, ...] = DEFAULT_METRICS
     split: str | None = None
-    limit_queries: int | None = None
+    limit_queries: int | None = Field(None, ge=1)
     relevance_level: int = 1
 
 

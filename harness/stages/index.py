@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from harness.data import beir
 from harness.retrieval import backend
 from harness.stages import Stage, StageParams
@@ -12,7 +14,7 @@ from harness.stages import Stage, StageParams
 class Params(StageParams):
     retriever: Literal["pyserini", "bm25s"] = "pyserini"
     fields: Literal["flat", "multifield"] = "flat"
-    threads: int = 1
+    threads: int = Field(1, ge=1)
     not_in_key = frozenset({"threads"})
 
 

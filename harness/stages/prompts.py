@@ -100,7 +100,11 @@ def load_template(name: str) -> Template:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+            raise HarnessError(f"{path}: not a valid prompt YAML file ({problem}).") from None
         if not isinstance(data, dict) or not isinstance(data.get("template"), str) or data.get("mode", "static") not in (
             "static", "dynamic"
         ):

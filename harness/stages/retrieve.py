@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from harness.data import beir
 from harness.data.catalog import get_dataset
 from harness.data.trec import write_run
@@ -14,12 +16,12 @@ from harness.stages import Stage, StageParams
 class Params(StageParams):
     retriever: Literal["pyserini", "bm25s"] = "pyserini"
     fields: Literal["flat", "multifield"] = "flat"
-    k: int = 1000
+    k: int = Field(1000, ge=1)
     split: str | None = None  # None: the dataset's evaluation split
     # None: as the dataset requires (ArguAna and Quora drop the query's own document).
     remove_query: bool | None = None
-    limit_queries: int | None = None
-    threads: int = 1
+    limit_queries: int | None = Field(None, ge=1)
+    threads: int = Field(1, ge=1)
     not_in_key = frozenset({"threads"})
 
 

@@ -1,0 +1,118 @@
+"""Stage `negatives`: BM25 hard negatives for each synthetic query → training triples (query, positive, negative).
+
+Each query is searched with BM25 over the corpus (the recipe's retriever, flat fields, depth 1,000), and
+`n_negatives` documents are drawn from its hits with a per-query random generator seeded by (`seed`,
+query id), so the draw does not depend on the order or the number of other queries. Unlike the authors'
+toolkit, a negative is never the query's own source document, nor a document with the same text (BEIR
+corpora hold duplicates), and triples carry the query id of their row, so ids stay aligned when a query is
+empty or dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Iterator, Literal
+
+from harness.data import beir
+from harness.errors import HarnessError
+from harness.retrieval import backend
+from harness.stages import Stage, StageParams
+
+CHUNK = 2000  # queries searched at once: bounds the memory of depth-1,000 hit lists
+
+
+class Params(StageParams):
+    retriever: Literal["pyserini", "bm25s"] = "pyserini"
+    fields: Literal["flat", "multifield"] = "flat"
+    depth: int = 1000
+    n_negatives: int = 1
+    seed: int = 1
+    sampling: Literal["random", "top"] = "random"  # random ranks of the hit list (the toolkit), or the best ones
+    threads: int = 1
+    not_in_key = frozenset({"threads"})
+
+
+def query_rng(seed: int, query_id: str, query: str) -> random.Random:
+    """A generator for one query's draw, independent of every other query."""
+    digest = hashlib.sha256(f"{seed}\t{query_id}\t{query}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def pick_negatives(hits: list[str], positive: str, same_text: set[str], n: int, sampling: str,
+                   rng: random.Random) -> list[str]:
+    """Up to `n` negatives from `hits` (best first), never `positive` nor a document in `same_text`."""
+    candidates = [d for d in hits if d != positive and d not in same_text]
+    if sampling == "top":
+        return candidates[:n]
+    return rng.sample(candidates, min(n, len(candidates)))
+
+
+def run(inputs: dict, params: Params, out, ctx) -> None:
+    corpus = beir.iter_docs_dict(inputs["corpus"].file("corpus.jsonl"))
+    texts = {doc_id: beir.doc_text(doc.title, doc.text) for doc_id, doc in corpus.items()}
+    by_text: dict[str, set[str]] = {}
+    for doc_id, text in texts.items():
+        by_text.setdefault(text.strip(), set()).add(doc_id)
+    rows = list(beir.read_jsonl(inputs["queries"].file("queries.jsonl")))
+    search = backend(params.retriever).search
+    index = inputs["index"].path / "index"
+    counts = {"queries": len(rows), "empty": 0, "unknown_doc": 0, "no_negative": 0, "triples": 0}
+
+    def triples() -> Iterator[dict]:
+        # Keys are row numbers, not query ids: two rows with one id (or an empty query) cannot shift others.
+        usable = []
+        for number, row in enumerate(rows):
+            if not str(row.get("query", "")).strip():
+                counts["empty"] += 1
+            elif row.get("doc_id") not in texts:
+                counts["unknown_doc"] += 1
+            else:
+                usable.append(number)
+        with ctx.bar(len(usable), "negatives") as bar:
+            for start in range(0, len(usable), CHUNK):
+                chunk = usable[start : start + CHUNK]
+                hits = search(index, {str(n): rows[n]["query"] for n in chunk}, k=params.depth, fields=params.fields,
+                              remove_query=False, threads=params.threads)
+                for n in chunk:
+                    row, positive = rows[n], rows[n]["doc_id"]
+                    query_id = row.get("query_id") or f"syn-{positive}"
+                    twins = by_text.get(texts[positive].strip(), set())
+                    negatives = pick_negatives([d for d, _ in hits.get(str(n), [])], positive, twins,
+                                               params.n_negatives, params.sampling, query_rng(params.seed, query_id, row["query"]))
+                    if not negatives:
+                        counts["no_negative"] += 1
+                    for negative in negatives:
+                        counts["triples"] += 1
+                        yield {"query_id": query_id, "query": row["query"], "pos_id": positive, "neg_id": negative,
+                               "positive": texts[positive], "negative": texts[negative]}
+                    bar.update()
+
+    beir.write_jsonl(triples(), out.path / "triples.jsonl")
+    if counts["triples"] == 0:
+        raise HarnessError(f"Stage negatives for {ctx.dataset}: no triples could be made from {counts['queries']} "
+                           f"queries ({counts}); check the filter artifact {inputs['queries'].key}.")
+    out.summary.update(counts)
+
+
+def read_published_triples(path: Path) -> Iterator[dict]:
+    """Rows of the authors' `triples_train_v2.tsv` (query, positive text, negative text) in the harness's shape.
+
+    The published file carries no ids, so `query_id`, `pos_id` and `neg_id` are None.
+    """
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                raise HarnessError(f"{path} line {number}: expected 3 tab-separated columns (query, positive, "
+                                   f"negative), got {len(parts)}.")
+            query, positive, negative = parts
+            yield {"query_id": None, "query": query, "pos_id": None, "neg_id": None,
+                   "positive": positive, "negative": negative}
+
+
+STAGE = Stage(name="negatives", version=1, kind="triples", params=Params, run=run)

@@ -1,0 +1,134 @@
+"""Stage `rerank`: rescore the first-stage run's top `depth` per query with a reranker → a TREC run.
+
+The model is the `train` stage's artifact when the recipe trains one, else `model` (a Hub id at
+`model_revision`, e.g. the zero-shot `castorini/monot5-3b-msmarco-10k` baseline, or a local folder).
+Queries are scored in shards of `shard_queries`, each written to the scratch folder as it finishes, so a
+killed run resumes at the first unfinished shard. The run lists the reranked documents (by model score,
+ties by first-stage rank) above the documents beyond `depth` (first-stage order). Its scores are
+strictly decreasing rank scores (n, n-1, ..., 1), so that trec_eval, which breaks score ties by document
+id, sees exactly this order even where probabilities near 1 would round to the same printed value; the
+model's own scores are kept in `scores.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Literal
+
+from harness.data import beir
+from harness.data.trec import read_run, write_run
+from harness.errors import HarnessError
+from harness.stages import Stage, StageParams
+
+
+class Params(StageParams):
+    model: str | None = None  # used when there is no "model" input artifact
+    model_revision: str | None = None
+    kind: Literal["monot5", "flan-t5", "cross-encoder"] | None = None  # None: detected from the checkpoint
+    depth: int = 1000
+    batch_size: int = 32
+    max_length: int = 512
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    limit_queries: int | None = None
+    shard_queries: int = 50
+    not_in_key = frozenset({"batch_size", "shard_queries"})
+
+
+def merge(hits: list[tuple[str, float]], reranked: dict[str, float], depth: int) -> list[tuple[str, float]]:
+    """The top `depth` of `hits` ordered by `reranked` score (ties: first-stage order), then the rest in
+    first-stage order, with strictly decreasing rank scores."""
+    head = sorted(range(min(depth, len(hits))), key=lambda i: -reranked[hits[i][0]])  # stable: ties keep rank
+    order = [hits[i][0] for i in head] + [d for d, _ in hits[depth:]]
+    return [(doc_id, float(len(order) - rank)) for rank, doc_id in enumerate(order)]
+
+
+def _model_path(inputs, params, ctx):
+    from harness.models.loading import resolve
+
+    if "model" in inputs:
+        return inputs["model"].path / "model"
+    if not params.model:
+        raise HarnessError(f"Stage rerank for {ctx.dataset}: no model: the recipe trains none, so set "
+                           "`stages.rerank.model` (and `model_revision`) to a reranker checkpoint.")
+    return resolve(params.model, ctx.store.root, params.model_revision)
+
+
+def _queries(inputs, params, ctx, run) -> dict[str, str]:
+    """The run's queries, limited to the same deterministic subset as the `retrieve` stage's."""
+    from harness.stages.retrieve import eval_queries
+
+    split = (inputs["run"].manifest.get("params") or {}).get("split")
+    try:
+        queries = eval_queries(inputs["corpus"], ctx.dataset, split, params.limit_queries)
+    except HarnessError:  # no judged split known: every query of the run that has a text
+        texts = beir.read_queries(inputs["corpus"].file("queries.jsonl"))
+        queries = {q: texts[q] for q in beir.limit_queries([q for q in run if q in texts], params.limit_queries)}
+    return {q: text for q, text in queries.items() if q in run}
+
+
+def run(inputs: dict, params: Params, out, ctx) -> None:
+    from harness.models.rerankers import load_reranker
+
+    hits = read_run(inputs["run"].file("run.trec"))
+    queries = _queries(inputs, params, ctx, hits)
+    qids = sorted(queries)
+    needed = {d for q in qids for d, _ in hits[q][: params.depth]}
+    docs = {doc.id: beir.doc_text(doc.title, doc.text)
+            for doc in beir.iter_corpus(inputs["corpus"].file("corpus.jsonl")) if doc.id in needed}
+    missing = needed - docs.keys()
+    if missing:
+        raise HarnessError(f"Stage rerank for {ctx.dataset}: the run {inputs['run'].key} names {len(missing)} "
+                           f"documents not in the corpus (e.g. {sorted(missing)[:3]}): is it the same dataset?")
+
+    reranker = None
+    out.device = ctx.device
+    shards = out.scratch / "shards"
+    shards.mkdir(exist_ok=True)
+    starts = list(range(0, len(qids), params.shard_queries))
+    with ctx.bar(len(qids), "rerank") as bar:
+        for number, start in enumerate(starts):
+            shard = shards / f"{number:06d}.jsonl"
+            chunk = qids[start : start + params.shard_queries]
+            if shard.is_file():  # finished by an earlier, killed run
+                bar.update(len(chunk))
+                continue
+            if reranker is None:
+                reranker = load_reranker(_model_path(inputs, params, ctx), params.kind, device=ctx.device,
+                                         dtype=params.dtype, batch_size=params.batch_size,
+                                         max_length=params.max_length)
+            pairs = [(q, d) for q in chunk for d, _ in hits[q][: params.depth]]
+            scores = reranker.score([queries[q] for q, _ in pairs], [docs[d] for _, d in pairs])
+            rows, i = [], 0
+            for q in chunk:
+                n = len(hits[q][: params.depth])
+                rows.append({"query_id": q, "doc_ids": [d for d, _ in hits[q][: params.depth]],
+                             "scores": scores[i : i + n]})
+                i += n
+            tmp = shard.with_suffix(".tmp")
+            beir.write_jsonl(rows, tmp)
+            os.replace(tmp, shard)  # a shard is either complete or absent
+            bar.update(len(chunk))
+
+    reranked, result = {}, {}
+    with open(out.path / "scores.jsonl", "w", encoding="utf-8") as fh:
+        for number in range(len(starts)):
+            for row in beir.read_jsonl(shards / f"{number:06d}.jsonl"):
+                fh.write(json.dumps(row) + "\n")
+                reranked[row["query_id"]] = dict(zip(row["doc_ids"], row["scores"]))
+    for q in qids:
+        result[q] = merge(hits[q], reranked[q], params.depth)
+    write_run(result, out.path / "run.trec", tag="rerank")
+    if reranker is not None:
+        kind = reranker.kind
+    else:
+        from harness.models.rerankers import detect_kind
+
+        kind = params.kind or detect_kind(_model_path(inputs, params, ctx))
+    out.summary.update({
+        "queries": len(qids), "pairs": sum(len(r) for r in reranked.values()), "depth": params.depth,
+        "kind": kind, "model": "input" if "model" in inputs else params.model,
+    })
+
+
+STAGE = Stage(name="rerank", version=1, kind="run", params=Params, run=run, resumable=True)

@@ -1,0 +1,1 @@
+"""Reliability and security tests (GitHub issue 7): kills, concurrency, network faults, corruption, bad input."""
