@@ -91,3 +91,10 @@ def build(out: Path) -> dict:
     write_qrels(test, out / "qrels" / "test.tsv")
     write_qrels(train, out / "qrels" / "train.tsv")
     return {"documents": len(docs), "queries": len(queries), "test": len(test), "train": len(train)}
+
+
+def vocabulary_text() -> str:
+    """The sample's words as text: tiny models' tokenizers learn them, so that even a random tiny LM
+    writes queries made of the sample's words (and BM25 finds documents for them)."""
+    words = sorted({w for t in _TOPICS.values() for w in t.split()} | set(_FILLER))
+    return " ".join(words) + "\n" + "\n".join(f"{w} {w}s {w}ing" for w in words)

@@ -124,6 +124,8 @@ def _safe_kwargs(path: Path) -> dict[str, Any]:
 def _load(cls_name: str, path: Path, **kw):
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise here
+
     cls = getattr(transformers, cls_name)
     try:
         return cls.from_pretrained(path, **_safe_kwargs(path), **kw)

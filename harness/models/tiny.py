@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tokenizers import Tokenizer
 
 TINY_PREFIX = "tiny:"
-BUILD_VERSION = 1  # bump when a change here alters the bytes of a built folder, so caches rebuild
+BUILD_VERSION = 2  # bump when a change here alters the bytes of a built folder, so caches rebuild
 MARKER = "tiny_model.json"  # written last into a built folder: what was built, by which BUILD_VERSION
 
 KINDS = ("gpt2", "t5", "bert")
@@ -401,7 +401,12 @@ def build_tokenizer(
     `AutoTokenizer.from_pretrained(out_dir)` as a fast tokenizer; the vocabulary has exactly `vocab_size` tokens
     (for t5 including `extra_ids` `<extra_id_N>` sentinels). Returns `out_dir`.
     """
-    corpus = [BUILTIN_TEXT] if texts is None else list(texts)
+    if texts is None:
+        from harness.data.sample import vocabulary_text
+
+        corpus = [BUILTIN_TEXT, vocabulary_text()]  # the bundled sample's words, for the smoke recipe
+    else:
+        corpus = list(texts)
     minimum = {  # the alphabet and special tokens, which every vocabulary holds
         "gpt2": 256 + 1,
         "t5": 3 + len(_PRINTABLE) + len(T5_REQUIRED_WORDS) + extra_ids,

@@ -45,7 +45,8 @@ class Analyzer:
             stem = self._cache.get(token)
             if stem is None:
                 stem = self._cache[token] = self._stem(token)
-            terms.append(stem)
+            if stem:
+                terms.append(stem)
         return terms
 
 
@@ -100,7 +101,8 @@ def search(
         matched = False
         for retriever in retrievers:
             # Repeated query terms count once per occurrence (Anserini boosts a term by its count).
-            term_ids = [retriever.vocab_dict[t] for t in terms if t in retriever.vocab_dict]
+            # bm25s keeps an empty-token placeholder ("") in the vocabulary with no row in the matrix.
+            term_ids = [retriever.vocab_dict[t] for t in terms if t and t in retriever.vocab_dict]
             if term_ids:
                 scores += retriever.get_scores_from_ids(term_ids)
                 matched = True

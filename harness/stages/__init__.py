@@ -27,7 +27,15 @@ class StageParams(BaseModel):
     not_in_key: ClassVar[frozenset[str]] = frozenset()
 
     def key_params(self) -> dict:
-        return self.model_dump(mode="json", exclude=set(self.not_in_key))
+        """The parameters that identify the output: all but `not_in_key`, with tiny model ids tagged
+        with their build version (a changed tiny builder changes every key that uses it)."""
+        params = self.model_dump(mode="json", exclude=set(self.not_in_key))
+        for name, value in params.items():
+            if isinstance(value, str) and value.startswith("tiny:"):
+                from harness.models.tiny import BUILD_VERSION
+
+                params[name] = f"{value}#build{BUILD_VERSION}"
+        return params
 
 
 @dataclass
