@@ -7,7 +7,7 @@ import json
 import os
 import re
 import time
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -132,6 +132,26 @@ def project_lock() -> Path:
     return registry_file().with_suffix(".lock")
 
 
+@lru_cache(maxsize=16)
+def _entries(source: str, _mtime_ns: int, _size: int) -> tuple[Entry, ...]:
+    """The validated entries of one registry file; cached while the file is unchanged (mtime and size)."""
+    path, out, seen = Path(source), [], set()
+    for i, raw in enumerate(_load_yaml(path).get("entries", [])):
+        try:
+            entry = Entry.model_validate(raw)
+        except (ValidationError, HarnessError) as exc:
+            where = raw.get("id", f"entry {i + 1}") if isinstance(raw, dict) else f"entry {i + 1}"
+            if isinstance(exc, HarnessError):  # a file name refused by safe_relpath
+                raise HarnessError(f"{path}: {where}: {exc}") from None
+            err = exc.errors()[0]
+            raise HarnessError(f"{path}: {where}: {'.'.join(map(str, err['loc']))}: {err['msg']}.") from None
+        if entry.id in seen:
+            raise HarnessError(f"{path}: duplicate id {entry.id!r}.")
+        seen.add(entry.id)
+        out.append(entry)
+    return tuple(out)
+
+
 class Registry:
     """The project's entries plus the user's own (published with `harness publish`), and both locks."""
 
@@ -141,15 +161,8 @@ class Registry:
         self.entries: dict[str, Entry] = {}
         for source in (self.path, user_registry(store_root)):
             if source.is_file():
-                for i, raw in enumerate(_load_yaml(source).get("entries", [])):
-                    try:
-                        entry = Entry.model_validate(raw)
-                    except (ValidationError, HarnessError) as exc:
-                        where = raw.get("id", f"entry {i + 1}") if isinstance(raw, dict) else f"entry {i + 1}"
-                        if isinstance(exc, HarnessError):  # a file name refused by safe_relpath
-                            raise HarnessError(f"{source}: {where}: {exc}") from None
-                        err = exc.errors()[0]
-                        raise HarnessError(f"{source}: {where}: {'.'.join(map(str, err['loc']))}: {err['msg']}.") from None
+                stat = source.stat()
+                for entry in _entries(str(source), stat.st_mtime_ns, stat.st_size):
                     if entry.id in self.entries:
                         raise HarnessError(f"{source}: duplicate id {entry.id!r}.")
                     self.entries[entry.id] = entry
