@@ -19,9 +19,9 @@ are padding on BEIR-like lengths).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from harness.errors import HarnessError
 
@@ -176,16 +176,12 @@ def detect_kind(model_path: Path, tokenizer=None) -> str:
     )
 
 
-def load_cross_encoder_model(path: Path, dtype: str = "float32", num_labels: int | None = None):
+def load_cross_encoder_model(path: Path, dtype: str = "float32", num_labels: int | None = None, device="cpu"):
     """A sequence-classification model; `num_labels=1` adds (or replaces) a one-logit head for training."""
-    import torch
+    from harness.models.loading import load_model
 
-    from harness.models import loading
-
-    kw = {"dtype": {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]}
-    if num_labels is not None:
-        kw.update(num_labels=num_labels, ignore_mismatched_sizes=True)
-    return loading._load("AutoModelForSequenceClassification", Path(path), **kw)
+    extra = {"num_labels": num_labels, "ignore_mismatched_sizes": True} if num_labels is not None else {}
+    return load_model("classifier", Path(path), device=device, dtype=dtype, **extra)
 
 
 class Reranker:
@@ -245,7 +241,7 @@ def load_reranker(
     tokenizer = load_tokenizer(model_path)
     kind = _check_kind(kind) if kind else detect_kind(model_path, tokenizer)
     if kind == "cross-encoder":
-        model = load_cross_encoder_model(model_path, dtype).to(device).eval()
+        model = load_cross_encoder_model(model_path, dtype, device=device)
     else:
         model = load_model("seq2seq", model_path, device=device, dtype=dtype)
     return Reranker(model, tokenizer, kind, device=device, batch_size=batch_size, max_length=max_length)

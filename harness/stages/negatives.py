@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from harness.data import beir
 from harness.errors import HarnessError

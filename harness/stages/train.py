@@ -91,7 +91,7 @@ def _load(params, ctx, device):
     tokenizer = load_tokenizer(path)
     torch.manual_seed(params.seed)  # a new classification head is initialised from it
     if params.kind == "cross-encoder":
-        model = load_cross_encoder_model(path, "float32", num_labels=1).to(device)
+        model = load_cross_encoder_model(path, "float32", num_labels=1, device=device)
     else:
         model = load_model("seq2seq", path, device=device, dtype="float32")
     model.train()

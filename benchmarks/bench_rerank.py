@@ -1,0 +1,155 @@
+"""Reranking throughput on CPU: the harness's length-sorted monoT5 scorer against the authors' toolkit loop.
+
+A monoT5-small-shaped model (t5-small shape, random weights: `tiny:t5-small`) scores the same pairs three
+ways in one run:
+- the authors' loop: prompts in their given order, batches of 16 padded to the longest member,
+  `generate(max_new_tokens=1, output_scores=True)`, P(true) from the first step's scores;
+- the harness, float32: pairs sorted by length, one encoder pass and one decoder step per batch;
+- the harness, bfloat16 (faster where the CPU has bf16 matrix units, e.g. AVX512-BF16 or AMX).
+Document lengths follow a log-normal shape clipped to 50..512 tokens (BEIR-like: most short, a long tail).
+Printed: pairs/s, ratios, padding fractions, score deviations, and the fraction of the machine's float32
+matmul ceiling reached (useful FLOPs only, counted from the model shape and the unpadded lengths).
+
+Run: python -m pytest benchmarks/bench_rerank.py --benchmark-enable -p no:cacheprovider -s
+Pairs: HARNESS_BENCH_PAIRS (default 480; the issue's baseline used 6,400).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import pytest
+
+N_PAIRS = int(os.environ.get("HARNESS_BENCH_PAIRS", "480"))
+BATCH = int(os.environ.get("HARNESS_BENCH_BATCH", "16"))  # as the authors, but sorted by length
+AUTHORS_BATCH = 16
+MAX_LENGTH = 512
+
+
+def _padding(lengths, batches) -> float:
+    """The fraction of computed tokens that are padding when each batch is padded to its longest member."""
+    real = sum(lengths)
+    computed = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - real / computed
+
+
+def t5_pair_flops(config, n_tokens: int) -> float:
+    """FLOPs of one monoT5 score: encoder over `n_tokens`, one decoder step, the LM head (2 per multiply-add)."""
+    d, ff, inner, layers = config.d_model, config.d_ff, config.num_heads * config.d_kv, config.num_layers
+    ff_mult = 3 if config.is_gated_act else 2
+    enc = layers * n_tokens * (4 * d * inner + ff_mult * d * ff + 2 * n_tokens * inner)
+    dec = config.num_decoder_layers * (
+        4 * d * inner  # self-attention projections of the one decoder token
+        + 2 * d * inner + 2 * n_tokens * d * inner  # cross-attention: q, o; k, v over the encoder states
+        + 2 * n_tokens * inner  # cross-attention scores and weighted sum
+        + ff_mult * d * ff
+    )
+    return 2.0 * (enc + dec + d * config.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """(model folder, queries, documents, prompts, encoded lengths) for N_PAIRS synthetic BEIR-like pairs."""
+    from harness.models.loading import load_tokenizer
+    from harness.models.rerankers import TEMPLATES
+    from harness.models.tiny import materialize
+
+    path = materialize("tiny:t5-small", tmp_path_factory.mktemp("models"))
+    tok = load_tokenizer(path)
+    words = sorted(t[1:] for t in tok.get_vocab() if t.startswith("▁") and t[1:].isalpha() and len(t) > 2)
+    single = tok(words, add_special_tokens=False)["input_ids"]
+    words = [w for w, ids in zip(words, single) if len(ids) == 1]  # one token each, also inside a text
+    rng = random.Random(0)
+    queries, docs, lengths = [], [], []
+    for _ in range(N_PAIRS):
+        target = min(MAX_LENGTH, max(50, int(rng.lognormvariate(math.log(180), 0.6))))
+        query = " ".join(rng.choices(words, k=rng.randint(4, 12)))
+        doc_words = rng.choices(words, k=target)
+        def n_tokens(ws, q=query):
+            return len(tok(TEMPLATES["monot5"].format(query=q, document=" ".join(ws)))["input_ids"])
+
+        while doc_words and n_tokens(doc_words) > target:  # fits: no truncation on either side
+            doc_words = doc_words[: len(doc_words) - max(1, n_tokens(doc_words) - target)]
+        queries.append(query)
+        docs.append(" ".join(doc_words))
+        lengths.append(n_tokens(doc_words))
+    prompts = [TEMPLATES["monot5"].format(query=q, document=d) for q, d in zip(queries, docs)]
+    return path, queries, docs, prompts, lengths
+
+
+def authors_loop(model, tokenizer, prompts, batch_size=AUTHORS_BATCH):
+    """The authors' toolkit reranking loop (InPars `rerank.py`): unsorted batches, `generate` one token."""
+    import torch
+
+    true_id, false_id = tokenizer.convert_tokens_to_ids(["▁true", "▁false"])
+    scores = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), batch_size):
+            tokens = tokenizer(prompts[i : i + batch_size], padding=True, truncation=True, max_length=MAX_LENGTH,
+                               return_tensors="pt")
+            out = model.generate(**tokens, max_new_tokens=1, do_sample=False, output_scores=True,
+                                 return_dict_in_generate=True)
+            logits = out.scores[0][:, [false_id, true_id]]
+            scores.extend(torch.log_softmax(logits, dim=1)[:, 1].exp().tolist())
+    return scores
+
+
+@pytest.fixture(scope="module")
+def authors(pairs, timed):
+    """The authors' loop, timed once: (scores, seconds)."""
+    from harness.models.loading import load_model, load_tokenizer
+
+    path, _, _, prompts, _ = pairs
+    model, tok = load_model("seq2seq", path), load_tokenizer(path)
+    authors_loop(model, tok, prompts[:AUTHORS_BATCH])  # warm-up, as for the harness's scorer
+    return timed(authors_loop, model, tok, prompts)
+
+
+def _report(name, pairs, authors, scores, seconds, ceiling=None):
+    from transformers import AutoConfig
+
+    from harness.models.rerankers import length_batches
+
+    path, _, _, _, lengths = pairs
+    authors_scores, authors_s = authors
+    n = len(lengths)
+    diff = max(abs(a - b) for a, b in zip(authors_scores, scores))
+    unsorted = [list(range(i, min(n, i + AUTHORS_BATCH))) for i in range(0, n, AUTHORS_BATCH)]
+    print(f"\n{n} pairs, lengths {min(lengths)}..{max(lengths)} (mean {sum(lengths) / n:.0f}) tokens")
+    print(f"  authors' loop (batch {AUTHORS_BATCH}, unsorted, generate): {n / authors_s:6.1f} pairs/s, "
+          f"padding {_padding(lengths, unsorted):.0%}")
+    print(f"  harness {name} (batch {BATCH}, length-sorted, 1 encoder pass + 1 decoder step): {n / seconds:6.1f} "
+          f"pairs/s, padding {_padding(lengths, length_batches(lengths, BATCH)):.0%}, "
+          f"{authors_s / seconds:.2f}x, max |score diff| {diff:.2e}")
+    if ceiling:
+        config = AutoConfig.from_pretrained(path)
+        flops = sum(t5_pair_flops(config, length) for length in lengths)
+        print(f"  float32 matmul ceiling {ceiling:.1f} GFLOP/s; harness reaches {flops / seconds / 1e9:.1f} GFLOP/s "
+              f"({flops / seconds / 1e9 / ceiling:.0%}), authors' loop {flops / authors_s / 1e9:.1f} GFLOP/s "
+              f"({flops / authors_s / 1e9 / ceiling:.0%}) of useful FLOPs ({flops / n / 1e9:.1f} GFLOP per pair)")
+    return diff, authors_s / seconds
+
+
+def test_rerank_float32_vs_authors_loop(benchmark, pairs, authors, matmul_ceiling, timed):
+    from harness.models.rerankers import load_reranker
+
+    path, queries, docs, _, _ = pairs
+    reranker = load_reranker(path, "monot5", batch_size=BATCH)
+    reranker.score(queries[:BATCH], docs[:BATCH])  # warm-up
+    scores, seconds = benchmark.pedantic(lambda: timed(reranker.score, queries, docs), rounds=1, iterations=1)
+    diff, speedup = _report("float32", pairs, authors, scores, seconds, matmul_ceiling)
+    assert diff < 1e-5
+    assert speedup >= 2.0
+
+
+def test_rerank_bfloat16_vs_authors_loop(benchmark, pairs, authors, timed):
+    from harness.models.rerankers import load_reranker
+
+    path, queries, docs, _, _ = pairs
+    reranker = load_reranker(path, "monot5", dtype="bfloat16", batch_size=BATCH)
+    reranker.score(queries[:BATCH], docs[:BATCH])
+    scores, seconds = benchmark.pedantic(lambda: timed(reranker.score, queries, docs), rounds=1, iterations=1)
+    diff, _ = _report("bfloat16", pairs, authors, scores, seconds)
+    assert diff < 1e-2  # speed is reported, not asserted: it depends on the CPU's bf16 units
