@@ -212,9 +212,15 @@ def cmd_reproduce(args) -> int:
               + f"   ({modes.count('reuse')} reused, {modes.count('fetch')} fetched, {modes.count('regenerate')} built)")
         done.append(dataset)
     print(f"done in {time.time() - started:.1f}s; results in {args.results_dir / recipe.name}")
-    if done and not recipe.modified and not args.limit_queries and recipe.reference:
-        print()
-        print(markdown(compare(recipe, args.results_dir, done)), end="")
+    if done and not recipe.modified and not args.limit_queries:
+        from harness.compare import pinned_path
+
+        rows = compare(recipe, args.results_dir, done) if recipe.reference else []
+        if pinned_path(recipe).is_file():
+            rows += compare(recipe, args.results_dir, done, pinned=True)
+        if rows:
+            print()
+            print(markdown(rows), end="")
     return 0 if done or not skipped else 1
 
 
