@@ -77,8 +77,9 @@ def compare(
             delta, v = verdict(row.value if row else None, actual, ref.tolerance)
             rows.append(Row(recipe.name, dataset, ref.metric, label, row.value if row else None, actual, delta,
                             ref.tolerance, v, row.note if row else ""))
-        for avg_name in (k for k in table if k.startswith(reported.AVERAGE)):
-            rows.append(_average(recipe, ref, label, table, avg_name, results))
+        if not datasets:  # a paper's average is compared only when the whole recipe is
+            for avg_name in (k for k in table if k.startswith(reported.AVERAGE)):
+                rows.append(_average(recipe, ref, label, table, avg_name, results))
     return rows
 
 
