@@ -32,6 +32,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="where corpora come from: a local BEIR folder, or the BeIR/<name> copies on the Hub")
     p.add_argument("--retriever", choices=("pyserini", "bm25s"), default=None,
                    help="BM25 backend (shorthand for --set retrieve.retriever=...)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the shards of generate, filter and rerank run: in this process, or on Ray workers "
+                        "(pip install 'harness[ray]'); the artifacts are the same (default: local)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join a running Ray cluster (e.g. auto, or HEAD:6379); default: a private one on this machine")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="at most N model replicas per stage (default: as many as the cluster's CPUs/GPUs hold)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,20 +191,40 @@ def cmd_plan(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    from harness.runner import Runner
+
+    recipe = _recipe(args)
+    datasets = _datasets(args, recipe)
+    executor = _executor(args)
+    runner = Runner(recipe, _store(args), mode=args.mode, device=args.device, data_dir=args.data_dir,
+                    source=args.source, limit_queries=args.limit_queries, results_dir=args.results_dir,
+                    progress=not args.quiet, executor=executor)
+    try:
+        return _reproduce(args, recipe, datasets, runner)
+    finally:
+        executor.close()
+
+
+def _executor(args):
+    from harness.executors import get_executor
+
+    if args.executor == "local":
+        if args.ray_address or args.ray_workers:
+            raise HarnessError("--ray-address and --ray-workers go with --executor ray.")
+        return get_executor("local")
+    return get_executor("ray", address=args.ray_address, num_workers=args.ray_workers)
+
+
+def _reproduce(args, recipe, datasets, runner) -> int:
     import time
 
     from harness.compare import compare
     from harness.evaluate import MEASURES
-    from harness.runner import Runner, available_locally
+    from harness.runner import available_locally
     from harness.tables import markdown
 
-    recipe = _recipe(args)
-    datasets = _datasets(args, recipe)
-    runner = Runner(recipe, _store(args), mode=args.mode, device=args.device, data_dir=args.data_dir,
-                    source=args.source, limit_queries=args.limit_queries, results_dir=args.results_dir,
-                    progress=not args.quiet)
     print(f"harness reproduce {recipe.name} v{recipe.version}" + (f" (modified: {recipe.modified})" if recipe.modified else "")
-          + f", mode {args.mode}, {len(datasets)} dataset(s)")
+          + f", mode {args.mode}, {len(datasets)} dataset(s)" + (", executor ray" if args.executor == "ray" else ""))
     done, skipped = [], []
     started = time.time()
     for dataset in datasets:

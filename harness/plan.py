@@ -57,7 +57,6 @@ def plan(
 
     runner = Runner(recipe, store, mode=mode, data_dir=data_dir, source=source, limit_queries=limit_queries,
                     echo=lambda _: None, progress=False)
-    runner._planning = True
     rows, notes, total_gpu = [], [], 0.0
     for dataset in datasets:
         why = available_locally(dataset, data_dir, source)

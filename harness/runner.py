@@ -79,20 +79,24 @@ class Runner:
         results_dir: Path | None = None,
         echo: Callable[[str], None] = print,
         progress: bool = True,
+        executor=None,
     ):
+        from harness.executors import LocalExecutor
+
         self.recipe, self.store, self.mode = recipe, store or Store(), mode
+        self.executor = executor or LocalExecutor()  # runs the shards of generate, filter and rerank
         self.device, self.data_dir, self.source = device, data_dir, source
         self.limit_queries = limit_queries
         self.results_dir = results_dir
         self.echo, self.progress = echo, progress
-        self._planning = False  # set by `harness plan`: nothing may touch the network
 
     # --- the graph ------------------------------------------------------------------------------
     def _params(self, stage: str, dataset: str, extra: dict | None = None) -> StageParams:
         from harness.models.loading import pin_registry_refs
 
         values = {**(self.recipe.stage_params(stage, dataset) or {}), **(extra or {})}
-        values = pin_registry_refs(values, self.store.root, offline_ok=self._planning)
+        # Planning only: refs already locked are pinned; the others are pinned when the step is built.
+        values = pin_registry_refs(values, self.store.root, offline_ok=True)
         return parse_params(stage, values, f"{self.recipe.source}: stages.{stage} for {dataset}")
 
     def steps(self, dataset: str, missing_data_ok: bool = False) -> dict[str, Step]:
@@ -129,7 +133,9 @@ class Runner:
             first = add("retrieve", {"corpus": corpus, "index": index}, limit)
         examples = None
         if "generate" in r.stages:
-            generate = examples = add("generate", {"corpus": corpus})
+            generate = add("generate", {"corpus": corpus})
+            if _shows_dataset_examples(generate):
+                examples = generate  # its few-shot queries are excluded from evaluation
             queries = add("filter", {"corpus": corpus, "queries": generate}) if "filter" in r.stages else generate
             if "negatives" in r.stages:
                 neg = r.stage_params("negatives", dataset) or {}
@@ -172,10 +178,15 @@ class Runner:
     def _in_store(self, key: str) -> bool:
         return (self.store.path(key) / "manifest.json").is_file()
 
-    def ensure(self, step: Step, done: dict[str, Outcome]) -> Artifact:
-        """The artifact of `step`: reused from the store, fetched, or built (inputs first)."""
-        if step.key in done:
-            return done[step.key].artifact
+    def ensure(self, step: Step, done: dict[int, Outcome]) -> Artifact:
+        """The artifact of `step`: reused from the store, fetched, or built (inputs first).
+
+        The key is made final here, from the artifacts actually used as inputs (a fetched model has
+        its own key) and with registry model references pinned to their locked commit; so a new
+        published revision, or a rebuilt input, changes the key of everything downstream.
+        """
+        if id(step) in done:
+            return done[id(step)].artifact
         started = time.time()
         if self._fetches(step):
             fetched = self._fetch(step)
@@ -185,7 +196,15 @@ class Runner:
         inputs = {role: self.ensure(s, done) for role, s in step.inputs.items()}
         started = time.time()
         stage = get_stage(step.stage)
-        ctx = Context(self.store, step.dataset, self.device, self.data_dir, progress=self.progress)
+        step.params = self._pinned(step)
+        step.key = artifact_key(step.stage, stage.version, step.params.key_params(),
+                                {r: a.key for r, a in sorted(inputs.items())})
+        same = next((o for o in done.values() if o.artifact.key == step.key), None)
+        if same is not None:  # the same artifact serves two steps (one index for retrieval and negatives)
+            done[id(step)] = same
+            return same.artifact
+        ctx = Context(self.store, step.dataset, self.device, self.data_dir, progress=self.progress,
+                      executor=self.executor)
 
         def build(out):
             stage.run(inputs, step.params, out, ctx)
@@ -195,9 +214,17 @@ class Runner:
 
         artifact, built = self.store.get_or_build(
             step.key, build, kind=stage.kind, stage=step.stage, params=step.params.key_params(),
-            inputs={r: s.key for r, s in step.inputs.items()}, resumable=stage.resumable, on_corrupt=corrupt,
+            inputs={r: a.key for r, a in inputs.items()}, resumable=stage.resumable, on_corrupt=corrupt,
         )
         return self._record(done, step, "regenerate" if built else "reuse", artifact, started)
+
+    def _pinned(self, step: Step) -> StageParams:
+        """The step's parameters with `registry:` model references pinned (locking them now if needed)."""
+        from harness.models.loading import pin_registry_refs
+
+        values = step.params.model_dump()
+        pinned = pin_registry_refs(values, self.store.root)
+        return step.params if pinned == values else type(step.params).model_validate(pinned)
 
     def _fetch(self, step: Step) -> tuple[Artifact, bool] | None:
         from harness.fetch import NetworkUnavailable, fetch_for_stage
@@ -212,7 +239,7 @@ class Runner:
 
     def _record(self, done, step, mode, artifact, started) -> Artifact:
         outcome = Outcome(step, mode, artifact, time.time() - started)
-        done[step.key] = outcome
+        done[id(step)] = outcome
         self.echo(f"  {step.dataset:<22} {step.stage:<9} {mode:<10} {artifact.key}  {outcome.seconds:.1f}s")
         return artifact
 
@@ -224,11 +251,11 @@ class Runner:
         parts = {}
         outcomes: list[Outcome] = []
         for member in members(dataset):
-            done: dict[str, Outcome] = {}
+            done: dict[int, Outcome] = {}
             steps = self.steps(member)
             scores = self.ensure(steps["evaluate"], done)
             parts[member] = scores.summary["metrics"]
-            outcomes.extend(done.values())
+            outcomes.extend({id(o): o for o in done.values()}.values())  # a shared artifact counts once
         metrics = parts[dataset] if list(parts) == [dataset] else mean_of(list(parts.values()))
         result = DatasetResult(dataset, metrics, outcomes, parts if len(parts) > 1 else {})
         if self.results_dir is not None:
@@ -277,3 +304,10 @@ def available_locally(dataset: str, data_dir: Path | None, source: str) -> str |
     if not missing:
         return None
     return ds.download_hint() if not ds.public else f"not found locally: {ds.download_hint()}"
+
+
+def _shows_dataset_examples(generate: Step) -> bool:
+    """Whether the prompt shows the dataset's own queries as examples (Promptagator's templates do)."""
+    from harness.stages.prompts import load_template
+
+    return load_template(generate.params.prompt).dynamic

@@ -123,3 +123,53 @@ def test_read_published_triples(tmp_path):
     path.write_text("only\ttwo\n")
     with pytest.raises(HarnessError, match="line 1"):
         list(read_published_triples(path))
+
+
+def _in_memory_triples(corpus_path, rows, index_dir, depth, n_negatives, seed, sampling) -> list[dict]:
+    """The stage's first implementation (whole corpus in memory, twins by text), the reference for streaming."""
+    from harness.retrieval import bm25s_backend
+    from harness.stages.negatives import pick_negatives, query_rng
+
+    texts = {d.id: beir.doc_text(d.title, d.text) for d in beir.iter_corpus(corpus_path)}
+    by_text: dict[str, set[str]] = {}
+    for doc_id, text in texts.items():
+        by_text.setdefault(text.strip(), set()).add(doc_id)
+    usable = [n for n, r in enumerate(rows) if str(r.get("query", "")).strip() and r.get("doc_id") in texts]
+    hits = bm25s_backend.search(index_dir, {str(n): rows[n]["query"] for n in usable}, k=depth)
+    out = []
+    for n in usable:
+        row, positive = rows[n], rows[n]["doc_id"]
+        query_id = row.get("query_id") or f"syn-{positive}"
+        for negative in pick_negatives([d for d, _ in hits.get(str(n), [])], positive, by_text[texts[positive].strip()],
+                                       n_negatives, sampling, query_rng(seed, query_id, row["query"])):
+            out.append({"query_id": query_id, "query": row["query"], "pos_id": positive, "neg_id": negative,
+                        "positive": texts[positive], "negative": texts[negative]})
+    return out
+
+
+@pytest.mark.parametrize("sampling", ["random", "top"])
+def test_streaming_stage_writes_the_same_bytes_as_the_in_memory_reference(store, twin_corpus, tmp_path, sampling):
+    corpus, index = twin_corpus
+    rows = synthetic_queries(corpus, 30)
+    rows.insert(2, {**rows[2], "query_id": "syn-empty", "query": " "})
+    rows.insert(4, {**rows[4], "query_id": "syn-unknown", "doc_id": "no-such-document"})
+    rows.insert(6, {k: v for k, v in rows[0].items() if k != "query_id"})  # a row without an id: syn-<doc_id>
+    queries = rows_artifact(store, f"filter-ref-{sampling}", "queries.jsonl", rows)
+    art = build_stage(store, "negatives", {"retriever": "bm25s", "depth": 30, "n_negatives": 3, "sampling": sampling},
+                      {"corpus": corpus, "queries": queries, "index": index})
+    expected = _in_memory_triples(corpus.file("corpus.jsonl"), rows, index.path / "index", 30, 3, 1, sampling)
+    beir.write_jsonl(expected, tmp_path / "expected.jsonl")
+    assert art.file("triples.jsonl").read_bytes() == (tmp_path / "expected.jsonl").read_bytes()
+    assert (art.summary["empty"], art.summary["unknown_doc"], art.summary["triples"]) == (1, 1, len(expected))
+
+
+def test_search_threads_default_to_the_cpus_and_stay_out_of_the_key():
+    import os
+
+    from harness.stages import index, negatives, retrieve
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert negatives.Params().threads == retrieve.Params().threads == cpus
+    assert index.Params().threads == 1  # multi-threaded Lucene builds may order equal-score hits differently
+    assert "threads" not in negatives.Params().key_params() and "threads" not in retrieve.Params().key_params()
+    assert negatives.Params(threads=1).key_params() == negatives.Params(threads=8).key_params()

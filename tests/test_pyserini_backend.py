@@ -110,6 +110,98 @@ def test_errors_are_harness_errors(indexes, tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+# Documents with equal scores for most queries (same length, same words): ties broken by id, scores adjusted.
+TIED_DOCS = [(f"t{i:02d}", "", "alpha beta gamma delta") for i in (7, 3, 11, 0, 5)] + [
+    ("z9", "Beta", "alpha beta beta gamma"),
+    ("a1", "", "alpha gamma"),
+    ("m5", "Delta", "alpha beta gamma delta epsilon"),
+    ("m4", "Delta", "alpha beta gamma delta epsilon"),
+]
+
+
+def _pyserini_reference(index_dir: Path, queries: dict, k: int, fields: str) -> dict:
+    """What pyserini's own LuceneSearcher returns (the implementation search() replaces)."""
+    lucene = java.import_pyserini("pyserini.search.lucene")
+    searcher = lucene.LuceneSearcher(str(index_dir))
+    try:
+        searcher.set_bm25(0.9, 0.4)
+        weights = {"contents": 1.0, "title": 1.0} if fields == "multifield" else {}
+        results = searcher.batch_search(list(queries.values()), list(queries), k=k, threads=1, fields=weights)
+        return {qid: [(str(h.docid), float(h.score)) for h in results.get(qid, [])] for qid in queries}
+    finally:
+        searcher.close()
+
+
+@pytest.mark.parametrize("fields", ["flat", "multifield"])
+def test_same_hits_scores_and_order_as_pyserini(tmp_path, fields):
+    build_index(iter(TIED_DOCS + DOCS), tmp_path / fields, fields=fields)
+    queries = {"q1": "alpha", "q2": "gamma delta", "q3": "beta", "q4": "delta epsilon alpha", "q5": "cats goldfish",
+               "q6": "the of", "q7": "nothing-matches-this", "q8": "Delta"}
+    for k in (1, 3, 1000):
+        expected = _pyserini_reference(tmp_path / fields, queries, k, fields)
+        assert search(tmp_path / fields, queries, k=k, fields=fields) == expected, k
+        assert search(tmp_path / fields, queries, k=k, fields=fields, threads=3) == expected, k
+    tied = search(tmp_path / fields, {"q": "alpha"}, fields=fields)["q"]
+    assert [d for d, _ in tied[:5]] == sorted(d for d, _ in tied[:5])  # equal scores: ids in ascending order
+
+
+def test_search_imports_no_pyserini_search_module(tmp_path):
+    """Building and searching start no torch/transformers import (pyserini.search.lucene costs ~20 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from harness.retrieval.pyserini_backend import build_index, search\n"
+        f"build_index(iter([('a', 'T', 'cats purr'), ('b', '', 'dogs bark')]), Path({str(tmp_path / 'i')!r}))\n"
+        f"assert search(Path({str(tmp_path / 'i')!r}), {{'q': 'cats'}}, threads=2)['q'][0][0] == 'a'\n"
+        "heavy = [m for m in ('pyserini.search', 'pyserini.search.lucene', 'torch', 'transformers', 'openai',"
+        " 'sklearn', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_adjust_ties_matches_java_float_arithmetic():
+    """ScoreTiesAdjusterReranker emulated step by step with numpy float32 scalars (Java's float semantics)."""
+    import random
+
+    np = pytest.importorskip("numpy")
+    from harness.retrieval.pyserini_backend import _adjust_ties
+
+    def reference(scores):
+        out = []
+        for score in scores:
+            value = np.float64(np.float32(score)) * 10000.0
+            rounded = np.floor(value) + (1.0 if value - np.floor(value) >= 0.5 else 0.0)  # Math.round
+            out.append(np.float32(rounded / 10000.0))
+        dup = 0
+        for i in range(1, len(out)):
+            if np.float32(out[i - 1] - out[i]) > np.float32(1e-4):
+                dup = 0
+            else:
+                dup += 1
+                out[i] = np.float32(out[i] - np.float32(np.float32(1e-6) * np.float32(dup)))
+        return [float(x) for x in out]
+
+    rng = random.Random(7)
+    for _ in range(200):
+        raw = sorted((round(rng.uniform(0.01, 30), rng.choice([2, 3, 4, 5, 7])) for _ in range(rng.randint(1, 300))),
+                     reverse=True)
+        scores = [float(np.float32(x)) for x in raw]
+        assert _adjust_ties(scores) == reference(scores)
+
+
+def test_decode_id_reads_lucene_bytesref_hex():
+    from harness.retrieval.pyserini_backend import _decode_id
+
+    assert _decode_id("31 30 36") == "106"
+    assert _decode_id("61 9 62") == "a\tb"  # bytes below 0x10 are printed with one digit
+    assert _decode_id("c3 a9") == "é"
+    assert _decode_id("") == ""
+
+
 def _scifact_dir() -> Path | None:
     base = os.environ.get("HARNESS_BEIR_DIR")
     if base and (Path(base) / "scifact").is_dir():

@@ -447,7 +447,8 @@ class VllmLM(LLM):
     supports_prefix_cache = True
 
     def __init__(self, path: Path, *, dtype: str = "bfloat16", prefix_cache: bool = True, seed: int = 1,
-                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None):
+                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
+                 distributed_executor_backend: str | None = None):
         try:
             import vllm
         except ImportError:
@@ -460,6 +461,8 @@ class VllmLM(LLM):
         self.engine = vllm.LLM(model=str(path), tokenizer=str(path), dtype=dtype, seed=seed,
                                enable_prefix_caching=prefix_cache, trust_remote_code=False,
                                tensor_parallel_size=tensor_parallel_size,
+                               # "ray": vLLM places the model's GPUs on the Ray cluster itself
+                               distributed_executor_backend=distributed_executor_backend,
                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
         self.context_length = max_model_len
 

@@ -38,9 +38,16 @@ class StageParams(BaseModel):
         return params
 
 
+def _local_executor():
+    from harness.executors import LocalExecutor
+
+    return LocalExecutor()
+
+
 @dataclass
 class Context:
-    """What a stage may need beyond its inputs: the store, the dataset, the device, progress."""
+    """What a stage may need beyond its inputs: the store, the dataset, the device, progress, and the
+    executor that runs a long stage's shards (in this process, or on Ray: see `harness.executors`)."""
 
     store: Any
     dataset: str
@@ -48,6 +55,7 @@ class Context:
     data_dir: Path | None = None
     progress: Callable[..., Any] | None = None
     options: dict = field(default_factory=dict)
+    executor: Any = field(default_factory=_local_executor)
 
     def bar(self, total: int | None, desc: str):
         """A progress bar (items, rate, time left) on stderr; silent where progress is off."""

@@ -2,17 +2,22 @@
 
 As the InPars toolkit: drop generations with fewer than `min_tokens` or more than `max_tokens` tokens,
 optionally drop queries copied verbatim from their document, score, sort best first (a stable sort, so
-ties keep the generation order), keep the top k.
+ties keep the generation order), keep the top k. The reranker strategy scores the (query, source
+document) pairs in shards of about `shard_size` pairs on the context's executor (in this process, or on
+Ray workers), each shard's scores written atomically, so a killed run resumes at the first missing shard.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from harness.data import beir
+from harness.executors import ShardedWork, replica_resources
 from harness.stages import Stage, StageParams
 
 SCORE_DECIMALS = 6
@@ -30,6 +35,11 @@ class Params(StageParams):
     batch_size: int = Field(32, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_length: int = Field(512, ge=8)
+    # How the reranker strategy's work is cut and placed; the scores do not depend on it.
+    shard_size: int = Field(4096, ge=1)  # pairs, rounded up to a multiple of batch_size × 16
+    cpus_per_replica: float | None = Field(None, ge=0)  # under `--executor ray` (None: 1)
+    gpus_per_replica: float | None = Field(None, ge=0)  # None: 1 when the device is CUDA, else 0
+    not_in_key = frozenset({"shard_size", "cpus_per_replica", "gpus_per_replica"})
 
     @model_validator(mode="after")
     def _check(self):
@@ -80,7 +90,7 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     if params.strategy == "scores":
         scores = [mean_log_prob(row["log_probs"]) for row in kept]
     else:
-        scores = _rerank(kept, docs, params, ctx)
+        scores = _rerank(kept, docs, params, out, ctx)
     order = sorted(range(len(kept)), key=lambda i: -scores[i])  # stable: ties keep the generation order
     with open(out.path / "queries.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps({**kept[i], "score": round(float(scores[i]), SCORE_DECIMALS)}, ensure_ascii=False) + "\n" for i in order[: params.top_k])
@@ -88,24 +98,68 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     out.summary.update({**counts, "scored": len(kept), "kept": min(len(kept), params.top_k), "strategy": params.strategy})
 
 
-def _rerank(rows: list[dict], docs: dict[str, str], params: Params, ctx) -> list[float]:
+def _rerank(rows: list[dict], docs: dict[str, str], params: Params, out, ctx) -> list[float]:
     """P(relevant) of each (query, its source document) from a reranker (monoT5: P(true))."""
     from harness.models.loading import resolve
-    from harness.models.rerankers import load_reranker
 
     if not rows:
         return []
-    path = resolve(params.model, ctx.store.root, params.model_revision)
-    reranker = load_reranker(path, device=ctx.device, dtype=params.dtype, batch_size=params.batch_size,
-                             max_length=params.max_length)
-    scores: list[float] = []
-    step = max(params.batch_size * 16, 1)
+    resolve(params.model, ctx.store.root, params.model_revision)  # a wrong model id fails here, not on a worker
+    work = FilterWork(params, [r["query"] for r in rows], [docs[r["doc_id"]] for r in rows], out.scratch,
+                      ctx.store.root, ctx.device)
     with ctx.bar(len(rows), "filter") as bar:
-        for start in range(0, len(rows), step):
-            part = rows[start : start + step]
-            scores += [float(s) for s in reranker.score([r["query"] for r in part], [docs[r["doc_id"]] for r in part])]
-            bar.update(len(part))
+        bar.update(sum(work.size(i) for i in range(work.n_shards) if work.done(i)))
+        ctx.executor.map(work, range(work.n_shards), progress=bar.update,
+                         resources=replica_resources(ctx.device, params.cpus_per_replica, params.gpus_per_replica))
+    scores: list[float] = []
+    for i in range(work.n_shards):
+        scores += json.loads(work.file(i).read_text())
     return scores
 
 
-STAGE = Stage(name="filter", version=1, kind="queries", params=Params, run=run)
+class FilterWork(ShardedWork):
+    """The reranker strategy's shards: consecutive pairs, scored in chunks of `batch_size × 16` exactly as an
+    unsharded pass would (the same chunks, so the same padding and the same floats), whatever the shard size."""
+
+    def __init__(self, params: Params, queries: list[str], texts: list[str], scratch: Path, store_root: Path,
+                 device: str):
+        self.params, self.queries, self.texts = params, queries, texts
+        self.store_root, self.device = store_root, device
+        self.chunk = params.batch_size * 16
+        self.shard_pairs = -(-params.shard_size // self.chunk) * self.chunk
+        self.n_shards = -(-len(queries) // self.shard_pairs)
+        self.folder = scratch / f"shards-{self.shard_pairs}"  # a resumed run with another shard size starts anew
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def file(self, i: int) -> Path:
+        return self.folder / f"{i:05d}.json"
+
+    def size(self, i: int) -> int:
+        return min(self.shard_pairs, len(self.queries) - i * self.shard_pairs)
+
+    def done(self, i: int) -> bool:
+        return self.file(i).is_file()
+
+    def setup(self) -> None:
+        from harness.models.loading import resolve
+        from harness.models.rerankers import load_reranker
+
+        p = self.params
+        self._reranker = load_reranker(resolve(p.model, self.store_root, p.model_revision), device=self.device,
+                                       dtype=p.dtype, batch_size=p.batch_size, max_length=p.max_length)
+
+    def run_shard(self, i: int, progress=None) -> dict:
+        scores: list[float] = []
+        first = i * self.shard_pairs
+        for start in range(first, first + self.size(i), self.chunk):
+            stop = min(start + self.chunk, first + self.size(i))
+            scores += [float(s) for s in self._reranker.score(self.queries[start:stop], self.texts[start:stop])]
+            if progress:
+                progress(stop - start)
+        tmp = self.file(i).with_suffix(".tmp")
+        tmp.write_text(json.dumps(scores))  # repr of each float: read back bit for bit
+        os.replace(tmp, self.file(i))
+        return {"items": self.size(i)}
+
+
+STAGE = Stage(name="filter", version=1, kind="queries", params=Params, run=run, resumable=True)

@@ -4,7 +4,8 @@ Documents are sampled as the InPars toolkit samples them (`numpy.random.RandomSt
 the first `n_docs`: pandas' `DataFrame.sample` after `set_seed`), each is cut to `max_doc_tokens` LLM
 tokens and put into the prompt; a prompt that cannot fit is skipped and counted, not a crash. Work is
 done in shards of `shard_size` documents, each written atomically into the build folder, so a killed run
-resumes at the first missing shard; `queries.jsonl` is assembled only once every shard is there.
+resumes at the first missing shard; `queries.jsonl` is assembled only once every shard is there. The
+shards run on the context's executor: in this process, or on Ray workers, one model replica each.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import Field, model_validator
 
 from harness.data import beir
 from harness.errors import HarnessError
+from harness.executors import ShardedWork, replica_resources
 from harness.stages import Stage, StageParams
 
 LOG_PROB_DECIMALS = 6  # rounding makes the file's bytes stable across reruns of the same computation
@@ -49,15 +51,31 @@ class Params(StageParams):
     # GPU placement: spreads layers over devices without changing the arithmetic, like `--device` itself.
     device_map: str | None = None
     load_in_8bit: bool = False
+    # vLLM's own multi-GPU (and multi-node) serving of one replica larger than a GPU: in the key when
+    # above 1 (split matrix products round differently); its backend ("ray" across nodes) is not.
+    tensor_parallel_size: int = Field(1, ge=1)
+    distributed_executor_backend: Literal["mp", "ray"] | None = None
+    # A replica's resources under `--executor ray` (None: 1 CPU, plus 1 GPU when the device is CUDA).
+    cpus_per_replica: float | None = Field(None, ge=0)
+    gpus_per_replica: float | None = Field(None, ge=0)
     # batch_size, prefix_cache and shard_size stay in the key: batching changes float rounding, so
     # log-probs (and, in a rare near-tie, a greedy token) may differ in their last digits.
-    not_in_key = frozenset({"device_map"})
+    not_in_key = frozenset({"device_map", "distributed_executor_backend", "cpus_per_replica", "gpus_per_replica"})
 
     @model_validator(mode="after")
     def _check(self):
         if self.backend == "vllm" and self.load_in_8bit:
             raise ValueError("load_in_8bit is a transformers option")
+        if self.backend != "vllm" and (self.tensor_parallel_size > 1 or self.distributed_executor_backend):
+            raise ValueError("tensor_parallel_size and distributed_executor_backend are vLLM options "
+                             "(backend transformers spreads a large model with device_map: auto)")
         return self
+
+    def key_params(self) -> dict:
+        values = super().key_params()
+        if self.tensor_parallel_size == 1:  # the default: keys from before the option existed stay valid
+            values.pop("tensor_parallel_size")
+        return values
 
 
 def sample_documents(corpus_path: Path, n: int, seed: int) -> list[beir.Doc]:
@@ -75,14 +93,18 @@ def sample_documents(corpus_path: Path, n: int, seed: int) -> list[beir.Doc]:
     return picked  # type: ignore[return-value]
 
 
-def load_backend(params: Params, ctx):
+def load_backend(params: Params, store_root: Path, device: str):
     from harness.models.llm import get_backend
     from harness.models.loading import resolve
 
-    path = resolve(params.model, ctx.store.root, params.model_revision)
+    path = resolve(params.model, store_root, params.model_revision)
+    # vLLM only: a model larger than one GPU is split over `tensor_parallel_size` GPUs by vLLM itself.
+    vllm = {"tensor_parallel_size": params.tensor_parallel_size} if params.tensor_parallel_size > 1 else {}
+    if params.distributed_executor_backend:
+        vllm["distributed_executor_backend"] = params.distributed_executor_backend
     return get_backend(params.backend).load(
-        path, device=ctx.device, dtype=params.dtype, batch_size=params.batch_size, prefix_cache=params.prefix_cache,
-        device_map=params.device_map, load_in_8bit=params.load_in_8bit,
+        path, device=device, dtype=params.dtype, batch_size=params.batch_size, prefix_cache=params.prefix_cache,
+        device_map=params.device_map, load_in_8bit=params.load_in_8bit, **vllm,
     )
 
 
@@ -102,8 +124,8 @@ def few_shot_examples(params: Params, corpus, dynamic: bool):
 
 
 def run(inputs: dict, params: Params, out, ctx) -> None:
-    from harness.models.llm import Decoding
-    from harness.stages.prompts import PromptBuilder, load_template
+    from harness.models.loading import resolve
+    from harness.stages.prompts import load_template
 
     corpus = inputs["corpus"]
     template = load_template(params.prompt)
@@ -112,23 +134,19 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     shards = out.scratch / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     n_shards = (len(docs) + params.shard_size - 1) // params.shard_size
-    todo = [s for s in range(n_shards) if not (shards / f"{s:05d}.jsonl").is_file()]
+    work = GenerateWork(params, docs, examples, shards, ctx.store.root, ctx.device)
+    todo = [s for s in range(n_shards) if not work.done(s)]
     out.device = ctx.device
-    started, new_tokens = time.time(), 0
+    started = time.time()
     if todo:
-        llm = load_backend(params, ctx)
-        builder = PromptBuilder(template, llm.tokenizer, max_doc_tokens=params.max_doc_tokens, examples=examples,
-                                example_tokens=params.example_tokens, example_query_tokens=params.example_query_tokens,
-                                seed=params.seed)
-        limit = min(params.max_prompt_tokens, llm.context_length or params.max_prompt_tokens)
-        prefix = llm.encode(builder.prefix) if builder.prefix and llm.supports_prefix_cache else []
-        decoding = Decoding(params.max_new_tokens, params.do_sample, params.temperature, params.top_p)
+        resolve(params.model, ctx.store.root, params.model_revision)  # a wrong model id fails here, not on a worker
         with ctx.bar(len(docs), "generate") as bar:
-            bar.update(sum(min(params.shard_size, len(docs) - s * params.shard_size) for s in range(n_shards)
-                           if s not in todo))
-            for s in todo:
-                part = docs[s * params.shard_size : (s + 1) * params.shard_size]
-                new_tokens += _shard(part, builder, llm, decoding, prefix, limit, params, shards / f"{s:05d}", bar)
+            bar.update(sum(len(work.part(s)) for s in range(n_shards) if s not in todo))
+            done = ctx.executor.map(work, todo, progress=bar.update, resources=replica_resources(
+                ctx.device, params.cpus_per_replica, params.gpus_per_replica))
+    else:
+        done = {}
+    new_tokens = sum(r["new_tokens"] for r in done.values())
     elapsed = time.time() - started
     totals = {"sampled": len(docs), "generated": 0, "skipped": 0}
     with open(out.path / "queries.jsonl", "w", encoding="utf-8") as fh:
@@ -149,8 +167,42 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     })
 
 
-def _shard(docs, builder, llm, decoding, prefix, limit, params: Params, stem: Path, bar) -> int:
-    """Generate one shard and write it atomically (rows, then the meta file; the rows' rename commits it)."""
+class GenerateWork(ShardedWork):
+    """The shards of one generate build: `shard_size` sampled documents each, written to `shards/<i>.json[l]`."""
+
+    def __init__(self, params: Params, docs: list, examples: list, shards: Path, store_root: Path, device: str):
+        self.params, self.docs, self.examples = params, docs, examples
+        self.shards, self.store_root, self.device = shards, store_root, device
+
+    def part(self, i: int) -> list:
+        return self.docs[i * self.params.shard_size : (i + 1) * self.params.shard_size]
+
+    def done(self, i: int) -> bool:
+        return (self.shards / f"{i:05d}.jsonl").is_file()
+
+    def setup(self) -> None:
+        from harness.models.llm import Decoding
+        from harness.stages.prompts import PromptBuilder, load_template
+
+        p = self.params
+        llm = load_backend(p, self.store_root, self.device)
+        builder = PromptBuilder(load_template(p.prompt), llm.tokenizer, max_doc_tokens=p.max_doc_tokens,
+                                examples=self.examples, example_tokens=p.example_tokens,
+                                example_query_tokens=p.example_query_tokens, seed=p.seed)
+        limit = min(p.max_prompt_tokens, llm.context_length or p.max_prompt_tokens)
+        prefix = llm.encode(builder.prefix) if builder.prefix and llm.supports_prefix_cache else []
+        decoding = Decoding(p.max_new_tokens, p.do_sample, p.temperature, p.top_p)
+        self._loaded = (builder, llm, decoding, prefix, limit)
+
+    def run_shard(self, i: int, progress=None) -> dict:
+        part = self.part(i)
+        tokens = _shard(part, *self._loaded, self.params, self.shards / f"{i:05d}", progress or (lambda n: None))
+        return {"items": len(part), "new_tokens": tokens}
+
+
+def _shard(docs, builder, llm, decoding, prefix, limit, params: Params, stem: Path, progress) -> int:
+    """Generate one shard and write it atomically (rows, then the meta file; the rows' rename commits it).
+    The same shard computed again writes the same bytes (per-document seeds), so a retry never duplicates."""
     rows, prompts, skipped = [], [], 0
     for doc in docs:
         text, example_ids = builder.build(doc.id, beir.doc_text(doc.title, doc.text))
@@ -162,8 +214,8 @@ def _shard(docs, builder, llm, decoding, prefix, limit, params: Params, stem: Pa
         prompts.append(ids)
     seeds = [_row_seed(params.seed, doc.id) for doc, _, _ in rows]
     skipped_progress = len(docs) - len(rows)
-    outputs = llm.generate(prompts, decoding, prefix=prefix, seeds=seeds, progress=bar.update)
-    bar.update(skipped_progress)
+    outputs = llm.generate(prompts, decoding, prefix=prefix, seeds=seeds, progress=progress)
+    progress(skipped_progress)
     lines, tokens = [], 0
     for (doc, text, example_ids), gen in zip(rows, outputs):
         tokens += len(gen.token_ids)

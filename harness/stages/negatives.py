@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from harness.data import beir
 from harness.errors import HarnessError
 from harness.retrieval import backend
 from harness.stages import Stage, StageParams
+from harness.stages.retrieve import search_threads
 
 CHUNK = 2000  # queries searched at once: bounds the memory of depth-1,000 hit lists
 
@@ -31,7 +34,7 @@ class Params(StageParams):
     n_negatives: int = 1
     seed: int = 1
     sampling: Literal["random", "top"] = "random"  # random ranks of the hit list (the toolkit), or the best ones
-    threads: int = 1
+    threads: int = Field(default_factory=search_threads, ge=1)  # search threads; how, not what: not in the key
     not_in_key = frozenset({"threads"})
 
 
@@ -50,45 +53,73 @@ def pick_negatives(hits: list[str], positive: str, same_text: set[str], n: int, 
     return rng.sample(candidates, min(n, len(candidates)))
 
 
+def _text_digest(text: str) -> bytes:
+    """What identifies a document's text for the twin test: sha1 of the stripped text (lone surrogates kept)."""
+    return hashlib.sha1(text.strip().encode("utf-8", "surrogatepass")).digest()
+
+
+def _corpus_texts(path: Path) -> Iterator[tuple[str, str]]:
+    """(doc_id, text as rerankers see it) for each document, streamed."""
+    for doc in beir.iter_corpus(path):
+        yield doc.id, beir.doc_text(doc.title, doc.text)
+
+
 def run(inputs: dict, params: Params, out, ctx) -> None:
-    corpus = beir.iter_docs_dict(inputs["corpus"].file("corpus.jsonl"))
-    texts = {doc_id: beir.doc_text(doc.title, doc.text) for doc_id, doc in corpus.items()}
-    by_text: dict[str, set[str]] = {}
-    for doc_id, text in texts.items():
-        by_text.setdefault(text.strip(), set()).add(doc_id)
+    # The corpus is streamed, never held: one pass finds the positives and their texts' digests, a second the
+    # positives' twins (documents with the same stripped text), and after the search a last one reads the
+    # texts of the documents that made it into triples.
+    corpus_path = inputs["corpus"].file("corpus.jsonl")
     rows = list(beir.read_jsonl(inputs["queries"].file("queries.jsonl")))
+    wanted = {row.get("doc_id") for row in rows}
+    digest_of: dict[str, bytes] = {}  # positive → digest of its text
+    for doc_id, text in _corpus_texts(corpus_path):
+        if doc_id in wanted:
+            digest_of[doc_id] = _text_digest(text)
+    twins_of: dict[bytes, set[str]] = {digest: set() for digest in digest_of.values()}
+    for doc_id, text in _corpus_texts(corpus_path):
+        twins = twins_of.get(_text_digest(text))
+        if twins is not None:
+            twins.add(doc_id)
     search = backend(params.retriever).search
     index = inputs["index"].path / "index"
     counts = {"queries": len(rows), "empty": 0, "unknown_doc": 0, "no_negative": 0, "triples": 0}
 
+    # Keys are row numbers, not query ids: two rows with one id (or an empty query) cannot shift others.
+    usable = []
+    for number, row in enumerate(rows):
+        if not str(row.get("query", "")).strip():
+            counts["empty"] += 1
+        elif row.get("doc_id") not in digest_of:
+            counts["unknown_doc"] += 1
+        else:
+            usable.append(number)
+    drawn: list[tuple[int, str, list[str]]] = []  # (row number, query id, negatives) in output order
+    with ctx.bar(len(usable), "negatives") as bar:
+        for start in range(0, len(usable), CHUNK):
+            chunk = usable[start : start + CHUNK]
+            hits = search(index, {str(n): rows[n]["query"] for n in chunk}, k=params.depth, fields=params.fields,
+                          remove_query=False, threads=params.threads)
+            for n in chunk:
+                row, positive = rows[n], rows[n]["doc_id"]
+                query_id = row.get("query_id") or f"syn-{positive}"
+                twins = twins_of[digest_of[positive]]
+                negatives = pick_negatives([d for d, _ in hits.get(str(n), [])], positive, twins,
+                                           params.n_negatives, params.sampling, query_rng(params.seed, query_id, row["query"]))
+                if not negatives:
+                    counts["no_negative"] += 1
+                counts["triples"] += len(negatives)
+                drawn.append((n, query_id, negatives))
+                bar.update()
+
+    needed = {rows[n]["doc_id"] for n, _, _ in drawn} | {d for _, _, negatives in drawn for d in negatives}
+    texts = {doc_id: text for doc_id, text in _corpus_texts(corpus_path) if doc_id in needed}
+
     def triples() -> Iterator[dict]:
-        # Keys are row numbers, not query ids: two rows with one id (or an empty query) cannot shift others.
-        usable = []
-        for number, row in enumerate(rows):
-            if not str(row.get("query", "")).strip():
-                counts["empty"] += 1
-            elif row.get("doc_id") not in texts:
-                counts["unknown_doc"] += 1
-            else:
-                usable.append(number)
-        with ctx.bar(len(usable), "negatives") as bar:
-            for start in range(0, len(usable), CHUNK):
-                chunk = usable[start : start + CHUNK]
-                hits = search(index, {str(n): rows[n]["query"] for n in chunk}, k=params.depth, fields=params.fields,
-                              remove_query=False, threads=params.threads)
-                for n in chunk:
-                    row, positive = rows[n], rows[n]["doc_id"]
-                    query_id = row.get("query_id") or f"syn-{positive}"
-                    twins = by_text.get(texts[positive].strip(), set())
-                    negatives = pick_negatives([d for d, _ in hits.get(str(n), [])], positive, twins,
-                                               params.n_negatives, params.sampling, query_rng(params.seed, query_id, row["query"]))
-                    if not negatives:
-                        counts["no_negative"] += 1
-                    for negative in negatives:
-                        counts["triples"] += 1
-                        yield {"query_id": query_id, "query": row["query"], "pos_id": positive, "neg_id": negative,
-                               "positive": texts[positive], "negative": texts[negative]}
-                    bar.update()
+        for n, query_id, negatives in drawn:
+            row, positive = rows[n], rows[n]["doc_id"]
+            for negative in negatives:
+                yield {"query_id": query_id, "query": row["query"], "pos_id": positive, "neg_id": negative,
+                       "positive": texts[positive], "negative": texts[negative]}
 
     beir.write_jsonl(triples(), out.path / "triples.jsonl")
     if counts["triples"] == 0:

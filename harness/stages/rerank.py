@@ -3,7 +3,8 @@
 The model is the `train` stage's artifact when the recipe trains one, else `model` (a Hub id at
 `model_revision`, e.g. the zero-shot `castorini/monot5-3b-msmarco-10k` baseline, or a local folder).
 Queries are scored in shards of `shard_queries`, each written to the scratch folder as it finishes, so a
-killed run resumes at the first unfinished shard. The run lists the reranked documents (by model score,
+killed run resumes at the first unfinished shard; the shards run on the context's executor (in this
+process, or on Ray workers, one model replica each). The run lists the reranked documents (by model score,
 ties by first-stage rank) above the documents beyond `depth` (first-stage order). Its scores are
 strictly decreasing rank scores (n, n-1, ..., 1), so that trec_eval, which breaks score ties by document
 id, sees exactly this order even where probabilities near 1 would round to the same printed value; the
@@ -14,11 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Literal
+
+from pydantic import Field
 
 from harness.data import beir
 from harness.data.trec import read_run, write_run
 from harness.errors import HarnessError
+from harness.executors import ShardedWork, replica_resources
 from harness.stages import Stage, StageParams
 
 
@@ -32,7 +37,9 @@ class Params(StageParams):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     limit_queries: int | None = None
     shard_queries: int = 50
-    not_in_key = frozenset({"batch_size", "shard_queries"})
+    cpus_per_replica: float | None = Field(None, ge=0)  # under `--executor ray` (None: 1)
+    gpus_per_replica: float | None = Field(None, ge=0)  # None: 1 when the device is CUDA, else 0
+    not_in_key = frozenset({"batch_size", "shard_queries", "cpus_per_replica", "gpus_per_replica"})
 
 
 def merge(hits: list[tuple[str, float]], reranked: dict[str, float], depth: int) -> list[tuple[str, float]]:
@@ -68,8 +75,6 @@ def _queries(inputs, params, ctx, run) -> dict[str, str]:
 
 
 def run(inputs: dict, params: Params, out, ctx) -> None:
-    from harness.models.rerankers import load_reranker
-
     hits = read_run(inputs["run"].file("run.trec"))
     queries = _queries(inputs, params, ctx, hits)
     qids = sorted(queries)
@@ -81,54 +86,83 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
         raise HarnessError(f"Stage rerank for {ctx.dataset}: the run {inputs['run'].key} names {len(missing)} "
                            f"documents not in the corpus (e.g. {sorted(missing)[:3]}): is it the same dataset?")
 
-    reranker = None
     out.device = ctx.device
-    shards = out.scratch / "shards"
-    shards.mkdir(exist_ok=True)
-    starts = list(range(0, len(qids), params.shard_queries))
+    model_path = _model_path(inputs, params, ctx)
+    work = RerankWork(params, {q: queries[q] for q in qids}, {q: [d for d, _ in hits[q][: params.depth]] for q in qids},
+                      docs, out.scratch / f"shards-{params.shard_queries}q", model_path, ctx.store.root, ctx.device)
     with ctx.bar(len(qids), "rerank") as bar:
-        for number, start in enumerate(starts):
-            shard = shards / f"{number:06d}.jsonl"
-            chunk = qids[start : start + params.shard_queries]
-            if shard.is_file():  # finished by an earlier, killed run
-                bar.update(len(chunk))
-                continue
-            if reranker is None:
-                reranker = load_reranker(_model_path(inputs, params, ctx), params.kind, device=ctx.device,
-                                         dtype=params.dtype, batch_size=params.batch_size,
-                                         max_length=params.max_length)
-            pairs = [(q, d) for q in chunk for d, _ in hits[q][: params.depth]]
-            scores = reranker.score([queries[q] for q, _ in pairs], [docs[d] for _, d in pairs])
-            rows, i = [], 0
-            for q in chunk:
-                n = len(hits[q][: params.depth])
-                rows.append({"query_id": q, "doc_ids": [d for d, _ in hits[q][: params.depth]],
-                             "scores": scores[i : i + n]})
-                i += n
-            tmp = shard.with_suffix(".tmp")
-            beir.write_jsonl(rows, tmp)
-            os.replace(tmp, shard)  # a shard is either complete or absent
-            bar.update(len(chunk))
+        bar.update(sum(len(work.chunk(i)) for i in range(work.n_shards) if work.done(i)))
+        done = ctx.executor.map(work, range(work.n_shards), progress=bar.update,
+                                resources=replica_resources(ctx.device, params.cpus_per_replica, params.gpus_per_replica))
 
     reranked, result = {}, {}
     with open(out.path / "scores.jsonl", "w", encoding="utf-8") as fh:
-        for number in range(len(starts)):
-            for row in beir.read_jsonl(shards / f"{number:06d}.jsonl"):
+        for number in range(work.n_shards):
+            for row in beir.read_jsonl(work.file(number)):
                 fh.write(json.dumps(row) + "\n")
                 reranked[row["query_id"]] = dict(zip(row["doc_ids"], row["scores"]))
     for q in qids:
         result[q] = merge(hits[q], reranked[q], params.depth)
     write_run(result, out.path / "run.trec", tag="rerank")
-    if reranker is not None:
-        kind = reranker.kind
+    kinds = {r["kind"] for r in done.values()}
+    if kinds:
+        kind = kinds.pop()
     else:
         from harness.models.rerankers import detect_kind
 
-        kind = params.kind or detect_kind(_model_path(inputs, params, ctx))
+        kind = params.kind or detect_kind(model_path)
     out.summary.update({
         "queries": len(qids), "pairs": sum(len(r) for r in reranked.values()), "depth": params.depth,
         "kind": kind, "model": "input" if "model" in inputs else params.model,
     })
+
+
+class RerankWork(ShardedWork):
+    """The shards of one rerank build: `shard_queries` queries each, their top `depth` pairs scored at once."""
+
+    def __init__(self, params: Params, queries: dict[str, str], heads: dict[str, list[str]], docs: dict[str, str],
+                 folder: Path, model_path: Path, store_root: Path, device: str):
+        self.params, self.queries, self.heads, self.docs = params, queries, heads, docs
+        self.qids = sorted(queries)
+        self.n_shards = -(-len(self.qids) // params.shard_queries)
+        self.folder, self.model_path, self.store_root, self.device = folder, Path(model_path), store_root, device
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def chunk(self, i: int) -> list[str]:
+        return self.qids[i * self.params.shard_queries : (i + 1) * self.params.shard_queries]
+
+    def file(self, i: int) -> Path:
+        return self.folder / f"{i:06d}.jsonl"
+
+    def done(self, i: int) -> bool:
+        return self.file(i).is_file()  # finished by an earlier, killed run
+
+    def setup(self) -> None:
+        from harness.models.loading import resolve
+        from harness.models.rerankers import load_reranker
+
+        p = self.params
+        path = self.model_path
+        if not path.is_dir() and p.model:  # a Hub model downloaded on the driver's node only: fetch it here too
+            path = resolve(p.model, self.store_root, p.model_revision)
+        self._reranker = load_reranker(path, p.kind, device=self.device, dtype=p.dtype,
+                                       batch_size=p.batch_size, max_length=p.max_length)
+
+    def run_shard(self, i: int, progress=None) -> dict:
+        chunk = self.chunk(i)
+        pairs = [(q, d) for q in chunk for d in self.heads[q]]
+        scores = self._reranker.score([self.queries[q] for q, _ in pairs], [self.docs[d] for _, d in pairs])
+        rows, at = [], 0
+        for q in chunk:
+            n = len(self.heads[q])
+            rows.append({"query_id": q, "doc_ids": self.heads[q], "scores": scores[at : at + n]})
+            at += n
+        tmp = self.file(i).with_suffix(".tmp")
+        beir.write_jsonl(rows, tmp)
+        os.replace(tmp, self.file(i))  # a shard is either complete or absent
+        if progress:
+            progress(len(chunk))
+        return {"items": len(chunk), "kind": self._reranker.kind}
 
 
 STAGE = Stage(name="rerank", version=1, kind="run", params=Params, run=run, resumable=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field
@@ -13,6 +14,14 @@ from harness.retrieval import backend
 from harness.stages import Stage, StageParams
 
 
+def search_threads() -> int:
+    """Default search threads: the CPUs this process may use. Search results do not depend on the count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Params(StageParams):
     retriever: Literal["pyserini", "bm25s"] = "pyserini"
     fields: Literal["flat", "multifield"] = "flat"
@@ -21,7 +30,7 @@ class Params(StageParams):
     # None: as the dataset requires (ArguAna and Quora drop the query's own document).
     remove_query: bool | None = None
     limit_queries: int | None = Field(None, ge=1)
-    threads: int = Field(1, ge=1)
+    threads: int = Field(default_factory=search_threads, ge=1)  # how, not what: not in the key
     not_in_key = frozenset({"threads"})
 
 
