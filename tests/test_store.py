@@ -96,3 +96,16 @@ def test_two_processes_build_an_artifact_once(tmp_path):
     for p in procs:
         p.join(60)
     assert sorted([out.get(timeout=5), out.get(timeout=5)]) == [False, True]
+
+
+@pytest.mark.parametrize("size", [0, 1, (4 << 20) - 1, 4 << 20, (8 << 20) + 3])
+def test_sha256_file_equals_hashlib_at_chunk_edges(tmp_path, size):
+    import hashlib
+    import os
+
+    from harness.store import sha256_file
+
+    data = os.urandom(size)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
