@@ -86,34 +86,20 @@ def pin_registry_refs(params: dict, store_root: Path, offline_ok: bool = False) 
 def download(repo_id: str, revision: str | None) -> Path:
     """A Hub model snapshot at a pinned commit (weights and tokenizer only), via the Hub cache."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+
+    from harness.fetch import _call  # the one place that turns Hub failures into sentences, with retries
 
     if not revision or not _SHA.match(revision):
         raise HarnessError(
             f"Model {repo_id!r} needs a pinned revision (a 40-hex commit), got {revision!r}: "
             f"set `model_revision` in the recipe (or run `harness lock`), never a branch name."
         )
-    try:
-        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=WEIGHT_PATTERNS))
-        if not any(path.glob("*.safetensors")):  # only pickled weights published: fetch them for safe loading
-            path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[*WEIGHT_PATTERNS, "*.bin"]))
-        return path
-    except GatedRepoError:
-        raise HarnessError(f"Model {repo_id} is gated: accept its licence on the Hub and set HF_TOKEN.") from None
-    except RepositoryNotFoundError:
-        raise HarnessError(f"Model {repo_id} does not exist on the Hub (or is private: set HF_TOKEN).") from None
-    except RevisionNotFoundError:
-        raise HarnessError(f"Model {repo_id} has no revision {revision}.") from None
-    except LocalEntryNotFoundError:
-        raise HarnessError(f"Model {repo_id}@{revision[:12]} is not in the Hub cache and the Hub is unreachable.") from None
-    except HfHubHTTPError as exc:
-        raise HarnessError(f"Downloading model {repo_id}@{revision[:12]} failed: {exc}.") from None
+    what = f"model {repo_id}@{revision[:12]}"
+    path = Path(_call(what, snapshot_download, repo_id, revision=revision, allow_patterns=WEIGHT_PATTERNS))
+    if not any(path.glob("*.safetensors")):  # only pickled weights published: fetch them for safe loading
+        path = Path(_call(what, snapshot_download, repo_id, revision=revision,
+                          allow_patterns=[*WEIGHT_PATTERNS, "*.bin"]))
+    return path
 
 
 def _safe_kwargs(path: Path) -> dict[str, Any]:
