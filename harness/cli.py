@@ -146,7 +146,7 @@ def cmd_list(args) -> int:
 
         for name in recipes.available():
             r = recipes.load(name)
-            print(f"{name:<20} v{r.version:<3} {r.description or r.paper}")
+            print(f"{name:<26} v{r.version:<3} {r.description or r.paper}")
     elif args.what == "datasets":
         from harness.data.catalog import DATASETS, GROUPS
 
