@@ -7,7 +7,6 @@ so that `harness --help` and `harness plan` answer at once.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -108,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    import logging  # not before: `harness --help` and argument errors answer without it
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return _COMMANDS[args.command](args)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from harness import fast_yaml
 from harness.errors import HarnessError, close_matches
 from harness.paths import recipes_dir
 from harness.stages import STAGE_NAMES, parse_params
@@ -116,7 +117,7 @@ def available() -> list[str]:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = fast_yaml.safe_load(path.read_text(encoding="utf-8"))
     except RecursionError:
         raise HarnessError(f"{path}: nested too deeply to be a recipe.") from None
     except yaml.YAMLError as exc:
@@ -172,7 +173,10 @@ def load(name_or_path: str, sets: list[str] | tuple[str, ...] = ()) -> Recipe:
         parts = key.split(".")
         if not eq or len(parts) != 2 or parts[0] not in STAGE_NAMES:
             raise HarnessError(f"--set {item!r}: expected STAGE.PARAM=VALUE with a stage of {', '.join(STAGE_NAMES)}.")
-        value = yaml.safe_load(text) if text else ""
+        try:
+            value = fast_yaml.safe_load(text) if text else ""
+        except (yaml.YAMLError, RecursionError):
+            raise HarnessError(f"--set {item!r}: {text!r} is not a YAML value.") from None
         data.setdefault("stages", {}).setdefault(parts[0], {})[parts[1]] = value
         modified[key] = value
     data["source"] = str(path)

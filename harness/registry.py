@@ -7,13 +7,15 @@ import json
 import os
 import re
 import time
-from functools import cache, lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from harness import fast_yaml
 from harness.errors import HarnessError, close_matches
 from harness.paths import registry_file
 
@@ -101,15 +103,17 @@ class Lock(BaseModel):
         return value
 
 
-def _load_yaml(path: Path) -> dict:
+def _load_yaml(path: Path, raw: bytes | None = None) -> dict:
+    """The mapping in a registry file (`raw`: its bytes, when already read)."""
     try:
-        # libyaml's safe loader when present: the pure-Python one takes about a second on registry.yaml.
-        text = path.read_text(encoding="utf-8")
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-    except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: not valid YAML ({' '.join(str(getattr(exc, 'problem', None) or exc).split())}).") from None
+        text = (path.read_bytes() if raw is None else raw).decode("utf-8")
+        # libyaml's parser when present (the pure-Python loader takes ~0.25 s on registry.yaml), without
+        # CSafeLoader's C composer, which crashes the interpreter on deeply nested input: see fast_yaml.
+        data = fast_yaml.safe_load(text) or {}
     except UnicodeDecodeError:
         raise HarnessError(f"{path}: not UTF-8 text.") from None
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: not valid YAML ({' '.join(str(getattr(exc, 'problem', None) or exc).split())}).") from None
     except RecursionError:
         raise HarnessError(f"{path}: nested too deeply to be a registry.") from None
     if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
@@ -132,11 +136,34 @@ def project_lock() -> Path:
     return registry_file().with_suffix(".lock")
 
 
-@lru_cache(maxsize=16)
-def _entries(source: str, _mtime_ns: int, _size: int) -> tuple[Entry, ...]:
-    """The validated entries of one registry file; cached while the file is unchanged (mtime and size)."""
-    path, out, seen = Path(source), [], set()
-    for i, raw in enumerate(_load_yaml(path).get("entries", [])):
+_T = TypeVar("_T")
+_READ: dict[tuple[str, str], tuple[bytes, Any]] = {}  # (reader, file) → (the file's bytes, what they read as)
+
+
+def _read_cached(path: Path, reader: Callable[[Path, bytes], _T]) -> _T:
+    """`reader(path, the file's bytes)`, cached while the bytes are the same.
+
+    Reading and comparing the bytes is cheap, parsing and validating them is not (~25 ms for the
+    registry, asked for once per planned step); and unlike a cache keyed by modification time and size,
+    a file rewritten in place within the file system's timestamp granularity is never served stale.
+    """
+    data = path.read_bytes()
+    key = (reader.__name__, str(path))
+    hit = _READ.get(key)
+    if hit is not None and hit[0] == data:
+        return hit[1]
+    value = reader(path, data)  # an error is raised, not cached
+    _READ.pop(key, None)
+    _READ[key] = (data, value)
+    if len(_READ) > 32:  # the oldest goes: a bound for processes reading many files (tests)
+        del _READ[next(iter(_READ))]
+    return value
+
+
+def _entries(path: Path, data: bytes) -> tuple[Entry, ...]:
+    """The validated entries of a registry file (shared between `Registry` objects: frozen models)."""
+    out, seen = [], set()
+    for i, raw in enumerate(_load_yaml(path, data).get("entries", [])):
         try:
             entry = Entry.model_validate(raw)
         except (ValidationError, HarnessError) as exc:
@@ -152,6 +179,31 @@ def _entries(source: str, _mtime_ns: int, _size: int) -> tuple[Entry, ...]:
     return tuple(out)
 
 
+def _locks(path: Path, data: bytes) -> dict[str, Lock]:
+    """The validated locks of a lock file (cached by `_read_cached`: callers get copies, see `locks`)."""
+    out = {}
+    try:
+        raw = json.loads(data.decode("utf-8"))
+        for entry_id, value in raw.get("entries", {}).items():
+            out[entry_id] = Lock.model_validate(value)
+    except (ValueError, ValidationError, AttributeError, TypeError) as exc:
+        raise HarnessError(f"{path}: not a valid lock file ({str(exc).splitlines()[0]}).") from None
+    return out
+
+
+def locks(store_root: Path) -> dict[str, Lock]:
+    """The project's locks, then the store's user locks (which win).
+
+    Needs no `Registry`: pinning a model reference to its locked commit (as `harness plan` does for every
+    step) reads the locks alone, not the ~200 registry entries (parsing and validating them is ~25 ms).
+    """
+    out = {}
+    for path in (project_lock(), user_lock(store_root)):
+        if path.is_file():
+            out.update(_read_cached(path, _locks))
+    return out
+
+
 class Registry:
     """The project's entries plus the user's own (published with `harness publish`), and both locks."""
 
@@ -161,8 +213,7 @@ class Registry:
         self.entries: dict[str, Entry] = {}
         for source in (self.path, user_registry(store_root)):
             if source.is_file():
-                stat = source.stat()
-                for entry in _entries(str(source), stat.st_mtime_ns, stat.st_size):
+                for entry in _read_cached(source, _entries):
                     if entry.id in self.entries:
                         raise HarnessError(f"{source}: duplicate id {entry.id!r}.")
                     self.entries[entry.id] = entry
@@ -179,20 +230,10 @@ class Registry:
 
     # --- locks ---------------------------------------------------------------------------------
     def locks(self) -> dict[str, Lock]:
-        out = {}
-        for path in (project_lock(), user_lock(self.store_root)):
-            if not path.is_file():
-                continue
-            try:
-                raw = json.loads(path.read_text())
-                for entry_id, value in raw.get("entries", {}).items():
-                    out[entry_id] = Lock.model_validate(value)
-            except (ValueError, ValidationError, AttributeError, TypeError) as exc:
-                raise HarnessError(f"{path}: not a valid lock file ({str(exc).splitlines()[0]}).") from None
-        return out
+        return locks(self.store_root)
 
     def lock_of(self, entry_id: str) -> Lock | None:
-        return self.locks().get(entry_id)
+        return locks(self.store_root).get(entry_id)
 
     def write_lock(self, entry_id: str, lock: Lock, user: bool) -> Path:
         """Record a lock (atomically) in the project lock, or in the store's user lock."""

@@ -30,7 +30,10 @@ def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
     from harness.models.tiny import is_tiny_id, materialize
 
     if ref.startswith(REGISTRY_PREFIX):
-        return _from_registry(ref, store_root)
+        from harness.fetch import registry_files
+        from harness.store import Store
+
+        return registry_files(ref, Store(store_root))
     if is_tiny_id(ref):
         return materialize(ref, store_root / "models")
     path = Path(ref).expanduser()
@@ -43,42 +46,27 @@ def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
     return download(ref, revision)
 
 
-def _from_registry(ref: str, store_root: Path) -> Path:
-    from harness.fetch import fetch
-    from harness.store import Store
-
-    entry_id, _, expected = ref.removeprefix(REGISTRY_PREFIX).partition("@")
-    artifact, _ = fetch(entry_id, Store(store_root))
-    revision = artifact.summary.get("revision")
-    if expected and revision != expected:
-        raise HarnessError(
-            f"Model {entry_id} is locked at {revision}, but this step was planned with {expected}: "
-            "the lock changed during the run; run again."
-        )
-    return artifact.path / "files"
-
-
 def pin_registry_refs(params: dict, store_root: Path, offline_ok: bool = False) -> dict:
     """`registry:<id>` values → `registry:<id>@<locked commit>`, so the commit is part of artifact keys.
 
     An entry not locked yet is pinned now (it needs the network); with `offline_ok` (planning) it is
     left as it is.
     """
-    from harness.fetch import lock
-    from harness.registry import Registry
+    from harness.registry import locks
 
     out = dict(params)
     for name, value in params.items():
         if isinstance(value, str) and value.startswith(REGISTRY_PREFIX) and "@" not in value:
-            from harness.store import Store
-
-            registry = Registry(store_root)
             entry_id = value.removeprefix(REGISTRY_PREFIX)
-            locked = registry.lock_of(entry_id)
+            locked = locks(store_root).get(entry_id)
             if locked is None:
                 if offline_ok:
                     continue
-                locked = lock(registry, entry_id, Store(store_root), user=True)
+                from harness.fetch import lock
+                from harness.registry import Registry
+                from harness.store import Store
+
+                locked = lock(Registry(store_root), entry_id, Store(store_root), user=True)
             out[name] = f"{value}@{locked.revision}"
     return out
 
