@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -29,26 +31,32 @@ def _open_text(path: Path) -> IO[str]:
     return opener(path, "rt", encoding="utf-8")  # type: ignore[operator]
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; one clear error for bad JSON or encoding."""
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Text that is not UTF-8, or a damaged gzip stream, as one sentence naming the file."""
     try:
-        with _open_text(path) as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg}).") from None
-                except RecursionError:
-                    raise HarnessError(f"{path} line {number}: JSON nested too deeply.") from None
-                if not isinstance(row, dict):
-                    raise HarnessError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
-                yield number, row
+        yield
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8.") from None
-    except (gzip.BadGzipFile, EOFError) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise HarnessError(f"{path}: damaged gzip file ({exc}).") from None
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; one clear error for bad JSON or encoding."""
+    with _decoding(path), _open_text(path) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg}).") from None
+            except RecursionError:
+                raise HarnessError(f"{path} line {number}: JSON nested too deeply.") from None
+            if not isinstance(row, dict):
+                raise HarnessError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
+            yield number, row
 
 
 def _field(path: Path, number: int, row: dict, name: str, required: bool = True) -> str:
@@ -103,28 +111,25 @@ def read_queries(path: Path) -> dict[str, str]:
 def read_qrels(path: Path) -> Qrels:
     """Relevance judgments from a BEIR qrels TSV (`query-id corpus-id score`, header optional) or TREC qrels."""
     qrels: Qrels = {}
-    try:
-        with _open_text(path) as fh:
-            for number, line in enumerate(fh, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if number == 1 and parts[0] == "query-id":
-                    continue
-                if len(parts) == 4:  # TREC: qid iteration docid rel
-                    parts = [parts[0], parts[2], parts[3]]
-                if len(parts) != 3:
-                    raise HarnessError(
-                        f"{path} line {number}: expected `query-id corpus-id score` (3 columns), got {len(parts)}."
-                    )
-                qid, docid, score = parts
-                try:
-                    rel = int(score)
-                except ValueError:
-                    raise HarnessError(f"{path} line {number}: score {score!r} is not an integer.") from None
-                qrels.setdefault(qid, {})[docid] = rel
-    except UnicodeDecodeError as exc:
-        raise HarnessError(f"{path}: not UTF-8 text ({exc.reason}).") from None
+    with _decoding(path), _open_text(path) as fh:
+        for number, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if number == 1 and parts[0] == "query-id":
+                continue
+            if len(parts) == 4:  # TREC: qid iteration docid rel
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3:
+                raise HarnessError(
+                    f"{path} line {number}: expected `query-id corpus-id score` (3 columns), got {len(parts)}."
+                )
+            qid, docid, score = parts
+            try:
+                rel = int(score)
+            except ValueError:
+                raise HarnessError(f"{path} line {number}: score {score!r} is not an integer.") from None
+            qrels.setdefault(qid, {})[docid] = rel
     if not qrels:
         raise HarnessError(f"{path} holds no judgments.")
     return qrels

@@ -206,6 +206,7 @@ DATA = {
     "qrels: header only": ("qrels/test.tsv", b"query-id\tcorpus-id\tscore\n", ["test.tsv", "no judgments"]),
     "qrels: latin-1": ("qrels/test.tsv", "q0\tcafé\t1\n".encode("latin-1"), ["test.tsv", "UTF-8"]),
     "qrels: missing split": ("qrels/train.tsv", QRELS.encode(), ["qrels", "test"]),
+    "qrels: damaged gzip": ("qrels/test.tsv.gz", gzip.compress(QRELS.encode())[:-20], ["test.tsv.gz", "gzip"]),
 }
 
 
