@@ -226,6 +226,24 @@ def fetch(entry_id: str, store: Store, registry: Registry | None = None, echo=pr
     return artifact, built
 
 
+def registry_files(ref: str, store: Store, echo=print) -> Path:
+    """The folder of files of `registry:<id>[@<commit>]`, fetched at its locked commit, every file checked.
+
+    A commit in the reference (pinned when the step was planned) must be the locked one still.
+    """
+    from harness.models.loading import REGISTRY_PREFIX
+
+    entry_id, _, expected = ref.removeprefix(REGISTRY_PREFIX).partition("@")
+    artifact, _ = fetch(entry_id, store, echo=echo)
+    revision = artifact.summary.get("revision")
+    if expected and revision != expected:
+        raise HarnessError(
+            f"{entry_id} is locked at {revision}, but this step was planned with {expected}: "
+            "the lock changed during the run; run again."
+        )
+    return artifact.path / "files"
+
+
 def _url(entry: Entry, revision: str) -> str:
     from huggingface_hub import constants
 

@@ -156,7 +156,28 @@ def test_batch_size_and_prefix_cache_do_not_change_the_queries(store, gpt2):
         assert a["log_probs"] == pytest.approx(b["log_probs"], abs=1e-4)
 
 
-def test_published_examples_are_not_available_yet(store, gpt2):
+def test_published_examples_come_from_the_registry_pinned_and_recorded(store, gpt2, local_hub, tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.registry.project_lock", lambda: tmp_path / "registry.lock")
+    published = [{"query_id": f"pq{i}", "doc_id": f"pd{i}", "query": f"published question {i}?",
+                  "document": f"A published example document number {i}."} for i in range(5)]
+    local_hub.add_repo("inpars/fewshot-examples", "dataset", {"data/scifact.json": json.dumps(published)})
     corpus = corpus_artifact(store)
-    with pytest.raises(HarnessError, match="train-split"):
-        build(store, corpus, gpt2, prompt="promptagator-scifact", examples_source="published", n_docs=2)
+    ref = "registry:inpars/fewshot/scifact"
+    artifact = build(store, corpus, gpt2, prompt="promptagator-scifact", examples_source=ref, n_examples=3, n_docs=2)
+    examples = json.loads(artifact.file("examples.json").read_text())
+    assert len(examples["query_ids"]) == 3 and set(examples["query_ids"]) <= {e["query_id"] for e in published}
+    rows = rows_of(build(store, corpus, gpt2, prompt="promptagator-scifact", examples_source=ref, n_examples=3,
+                         n_docs=2, store_prompts=True))
+    shown = {e["query"] for e in published if e["query_id"] in examples["query_ids"]}
+    assert all(all(q in r["prompt"] for q in shown) and sorted(r["example_ids"]) == examples["query_ids"] for r in rows)
+    local_hub.down()  # the examples are now in the store: a rebuild needs no network
+    again = build(store, corpus, gpt2, prompt="promptagator-scifact", examples_source=ref, n_examples=3, n_docs=2,
+                  seed=1, shard_size=2)
+    assert json.loads(again.file("examples.json").read_text()) == examples
+
+
+def test_examples_source_is_train_split_or_a_registry_reference():
+    with pytest.raises(ValueError, match="registry:"):
+        generate.Params(examples_source="published")
+
+

@@ -42,7 +42,9 @@ class Params(StageParams):
     n_examples: int = Field(3, ge=0, le=8)  # Promptagator: up to 8; the toolkit's default is 3
     example_tokens: int = Field(256, ge=1)  # per few-shot document (the toolkit: max_doc_length)
     example_query_tokens: int = Field(200, ge=1)  # per few-shot query (the toolkit: max_query_length)
-    examples_source: Literal["train-split", "published"] = "train-split"
+    # Where Promptagator-style prompts take their real (query, document) examples from: the dataset's train
+    # split, or a registry entry of published examples (`registry:inpars/fewshot/{dataset}`, pinned).
+    examples_source: str = "train-split"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(8, ge=1)
     prefix_cache: bool = True
@@ -64,6 +66,11 @@ class Params(StageParams):
 
     @model_validator(mode="after")
     def _check(self):
+        from harness.models.loading import REGISTRY_PREFIX
+
+        if self.examples_source != "train-split" and not self.examples_source.startswith(REGISTRY_PREFIX):
+            raise ValueError(f"examples_source must be `train-split` or `{REGISTRY_PREFIX}<id>` (published examples, "
+                             f"e.g. `{REGISTRY_PREFIX}inpars/fewshot/{{dataset}}`), not {self.examples_source!r}")
         if self.backend == "vllm" and self.load_in_8bit:
             raise ValueError("load_in_8bit is a transformers option")
         if self.backend != "vllm" and (self.tensor_parallel_size > 1 or self.distributed_executor_backend):
@@ -108,19 +115,21 @@ def load_backend(params: Params, store_root: Path, device: str):
     )
 
 
-def few_shot_examples(params: Params, corpus, dynamic: bool):
-    from harness.stages.prompts import train_split_examples
+def few_shot_examples(params: Params, corpus, dynamic: bool, store):
+    """The real (query, document) examples a dynamic prompt shows: from the train split or a published file."""
+    from harness.fetch import registry_files
+    from harness.stages.prompts import published_examples, train_split_examples
 
     if not dynamic:
         return []
     if params.n_examples == 0:
         raise HarnessError(f"Prompt {params.prompt!r} shows few-shot examples: set `n_examples` to 1..8.")
-    if params.examples_source == "published":
-        raise HarnessError(
-            "`examples_source: published` (inpars/fewshot-examples) is not available yet: use "
-            "`examples_source: train-split`."
-        )
-    return train_split_examples(corpus, params.n_examples, params.seed)
+    if params.examples_source == "train-split":
+        return train_split_examples(corpus, params.n_examples, params.seed)
+    files = sorted(p for p in registry_files(params.examples_source, store).rglob("*") if p.is_file())
+    if len(files) != 1:
+        raise HarnessError(f"{params.examples_source} holds {len(files)} files; expected one file of examples.")
+    return published_examples(files[0], params.n_examples, params.seed)
 
 
 def run(inputs: dict, params: Params, out, ctx) -> None:
@@ -130,7 +139,7 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     corpus = inputs["corpus"]
     template = load_template(params.prompt)
     docs = sample_documents(corpus.file("corpus.jsonl"), params.n_docs, params.seed)
-    examples = few_shot_examples(params, corpus, template.dynamic)
+    examples = few_shot_examples(params, corpus, template.dynamic, ctx.store)
     shards = out.scratch / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     n_shards = (len(docs) + params.shard_size - 1) // params.shard_size

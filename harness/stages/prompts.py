@@ -134,7 +134,7 @@ def train_split_examples(corpus_artifact, n: int, seed: int) -> list[Example]:
     if "qrels/train.tsv" not in corpus_artifact.manifest["files"]:
         raise HarnessError(
             f"The dataset of {corpus_artifact.key} has no train split (qrels/train.tsv), so few-shot examples "
-            "cannot come from it: use `examples_source: published` or a static prompt."
+            "cannot come from it: use published ones (`examples_source: registry:inpars/fewshot/<dataset>`) or a static prompt."
         )
     qrels = beir.read_qrels(corpus_artifact.file("qrels/train.tsv"))
     queries = beir.read_queries(corpus_artifact.file("queries.jsonl"))
@@ -156,6 +156,37 @@ def train_split_examples(corpus_artifact, n: int, seed: int) -> list[Example]:
     if missing:
         raise HarnessError(f"Few-shot example documents {missing[:3]} are not in the corpus of {corpus_artifact.key}.")
     return [Example(q, pairs[q], queries[q], docs[pairs[q]]) for q in chosen]
+
+
+def published_examples(path: Path, n: int, seed: int) -> list[Example]:
+    """`n` examples drawn with `seed` from a published file of (query_id, doc_id, query, document) rows.
+
+    The file (`inpars/fewshot-examples`' `data/<dataset>.json`) may be one JSON list or JSON lines; rows are
+    sorted by query id before the draw, so the draw does not depend on file order.
+    """
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        try:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise HarnessError(f"{path}: neither a JSON list nor JSON lines of few-shot examples ({exc}).") from None
+    if isinstance(rows, dict):
+        rows = [rows]
+    examples = []
+    for i, row in enumerate(rows if isinstance(rows, list) else [], 1):
+        missing = [k for k in ("query_id", "doc_id", "query", "document") if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise HarnessError(f"{path}: example {i} lacks {', '.join(missing)} (each needs query_id, doc_id, query, "
+                               "document).")
+        examples.append(Example(str(row["query_id"]), str(row["doc_id"]), str(row["query"]), str(row["document"])))
+    examples.sort(key=lambda e: (e.query_id, e.doc_id))
+    if len(examples) < n:
+        raise HarnessError(f"{path} has {len(examples)} few-shot examples, fewer than the {n} asked for (`n_examples`).")
+    return random.Random(seed).sample(examples, n)
 
 
 class PromptBuilder:
