@@ -1,7 +1,7 @@
 """Reranking throughput on CPU: the harness's length-sorted monoT5 scorer against the authors' toolkit loop.
 
-A monoT5-small-shaped model (t5-small shape, random weights: `tiny:t5-small`) scores the same pairs three
-ways in one run:
+monoT5-small- and monoT5-base-shaped models (t5-small / t5-base shapes, random weights: `tiny:t5-small`,
+`tiny:t5-base`) score the same pairs three ways in one run:
 - the authors' loop: prompts in their given order, batches of 16 padded to the longest member,
   `generate(max_new_tokens=1, output_scores=True)`, P(true) from the first step's scores;
 - the harness, float32: pairs sorted by length, one encoder pass and one decoder step per batch;
@@ -10,8 +10,11 @@ Document lengths follow a log-normal shape clipped to 50..512 tokens (BEIR-like:
 Printed: pairs/s, ratios, padding fractions, score deviations, and the fraction of the machine's float32
 matmul ceiling reached (useful FLOPs only, counted from the model shape and the unpadded lengths).
 
+Everything is recorded into `benchmarks/results/rerank.json` for `benchmarks/report.py` (BENCHMARKS.md).
+
 Run: python -m pytest benchmarks/bench_rerank.py --benchmark-enable -p no:cacheprovider -s
-Pairs: HARNESS_BENCH_PAIRS (default 480; the issue's baseline used 6,400).
+Shapes: HARNESS_BENCH_SHAPES (default "small,base"). Pairs: HARNESS_BENCH_PAIRS (default 480 for t5-small) and
+HARNESS_BENCH_PAIRS_BASE (default 160 for t5-base); the issue's baseline used 6,400, which takes hours on 2 cores.
 """
 
 from __future__ import annotations
@@ -20,9 +23,17 @@ import math
 import os
 import random
 
+import pathlib
+import sys
+
 import pytest
 
-N_PAIRS = int(os.environ.get("HARNESS_BENCH_PAIRS", "480"))
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _record import record, target  # noqa: E402
+
+SHAPES = [s.strip() for s in os.environ.get("HARNESS_BENCH_SHAPES", "small,base").split(",") if s.strip()]
+N_PAIRS = {"small": int(os.environ.get("HARNESS_BENCH_PAIRS", "480")),
+           "base": int(os.environ.get("HARNESS_BENCH_PAIRS_BASE", "160"))}
 BATCH = int(os.environ.get("HARNESS_BENCH_BATCH", "16"))  # as the authors, but sorted by length
 AUTHORS_BATCH = 16
 MAX_LENGTH = 512
@@ -49,21 +60,22 @@ def t5_pair_flops(config, n_tokens: int) -> float:
     return 2.0 * (enc + dec + d * config.vocab_size)
 
 
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    """(model folder, queries, documents, prompts, encoded lengths) for N_PAIRS synthetic BEIR-like pairs."""
+@pytest.fixture(scope="module", params=SHAPES)
+def pairs(request, tmp_path_factory):
+    """(shape, model folder, queries, documents, prompts, encoded lengths): synthetic BEIR-like pairs."""
     from harness.models.loading import load_tokenizer
     from harness.models.rerankers import TEMPLATES
     from harness.models.tiny import materialize
 
-    path = materialize("tiny:t5-small", tmp_path_factory.mktemp("models"))
+    shape = request.param
+    path = materialize(f"tiny:t5-{shape}", tmp_path_factory.mktemp("models"))
     tok = load_tokenizer(path)
     words = sorted(t[1:] for t in tok.get_vocab() if t.startswith("▁") and t[1:].isalpha() and len(t) > 2)
     single = tok(words, add_special_tokens=False)["input_ids"]
     words = [w for w, ids in zip(words, single) if len(ids) == 1]  # one token each, also inside a text
     rng = random.Random(0)
     queries, docs, lengths = [], [], []
-    for _ in range(N_PAIRS):
+    for _ in range(N_PAIRS[shape]):
         target = min(MAX_LENGTH, max(50, int(rng.lognormvariate(math.log(180), 0.6))))
         query = " ".join(rng.choices(words, k=rng.randint(4, 12)))
         doc_words = rng.choices(words, k=target)
@@ -76,7 +88,7 @@ def pairs(tmp_path_factory):
         docs.append(" ".join(doc_words))
         lengths.append(n_tokens(doc_words))
     prompts = [TEMPLATES["monot5"].format(query=q, document=d) for q, d in zip(queries, docs)]
-    return path, queries, docs, prompts, lengths
+    return shape, path, queries, docs, prompts, lengths
 
 
 def authors_loop(model, tokenizer, prompts, batch_size=AUTHORS_BATCH):
@@ -101,45 +113,63 @@ def authors(pairs, timed):
     """The authors' loop, timed once: (scores, seconds)."""
     from harness.models.loading import load_model, load_tokenizer
 
-    path, _, _, prompts, _ = pairs
+    _, path, _, _, prompts, _ = pairs
     model, tok = load_model("seq2seq", path), load_tokenizer(path)
     authors_loop(model, tok, prompts[:AUTHORS_BATCH])  # warm-up, as for the harness's scorer
     return timed(authors_loop, model, tok, prompts)
 
 
 def _report(name, pairs, authors, scores, seconds, ceiling=None):
+    """Print and record one way's numbers beside the authors' loop; (max |score diff|, speed-up, ceiling share)."""
     from transformers import AutoConfig
 
     from harness.models.rerankers import length_batches
 
-    path, _, _, _, lengths = pairs
+    shape, path, _, _, _, lengths = pairs
     authors_scores, authors_s = authors
     n = len(lengths)
     diff = max(abs(a - b) for a, b in zip(authors_scores, scores))
     unsorted = [list(range(i, min(n, i + AUTHORS_BATCH))) for i in range(0, n, AUTHORS_BATCH)]
-    print(f"\n{n} pairs, lengths {min(lengths)}..{max(lengths)} (mean {sum(lengths) / n:.0f}) tokens")
+    config = AutoConfig.from_pretrained(path)
+    flops = sum(t5_pair_flops(config, length) for length in lengths)
+    print(f"\nmonoT5-{shape} shape: {n} pairs, lengths {min(lengths)}..{max(lengths)} (mean {sum(lengths) / n:.0f}) tokens")
     print(f"  authors' loop (batch {AUTHORS_BATCH}, unsorted, generate): {n / authors_s:6.1f} pairs/s, "
           f"padding {_padding(lengths, unsorted):.0%}")
     print(f"  harness {name} (batch {BATCH}, length-sorted, 1 encoder pass + 1 decoder step): {n / seconds:6.1f} "
           f"pairs/s, padding {_padding(lengths, length_batches(lengths, BATCH)):.0%}, "
           f"{authors_s / seconds:.2f}x, max |score diff| {diff:.2e}")
+    share = None
     if ceiling:
-        config = AutoConfig.from_pretrained(path)
-        flops = sum(t5_pair_flops(config, length) for length in lengths)
+        share = flops / seconds / 1e9 / ceiling
         print(f"  float32 matmul ceiling {ceiling:.1f} GFLOP/s; harness reaches {flops / seconds / 1e9:.1f} GFLOP/s "
-              f"({flops / seconds / 1e9 / ceiling:.0%}), authors' loop {flops / authors_s / 1e9:.1f} GFLOP/s "
+              f"({share:.0%}), authors' loop {flops / authors_s / 1e9:.1f} GFLOP/s "
               f"({flops / authors_s / 1e9 / ceiling:.0%}) of useful FLOPs ({flops / n / 1e9:.1f} GFLOP per pair)")
-    return diff, authors_s / seconds
+    row = {"pairs": n, "mean_tokens": sum(lengths) / n, "authors_pairs_s": n / authors_s,
+           "authors_padding": _padding(lengths, unsorted), "harness_pairs_s": n / seconds,
+           "harness_padding": _padding(lengths, length_batches(lengths, BATCH)),
+           "speedup": authors_s / seconds, "max_abs_score_diff": diff, "harness_gflop_s": flops / seconds / 1e9}
+    if share is not None:
+        row.update(ceiling_gflop_s=ceiling, ceiling_share=share)
+    record("rerank", table={f"monoT5-{shape} {name}": row})
+    return diff, authors_s / seconds, share
 
 
 def test_rerank_float32_vs_authors_loop(benchmark, pairs, authors, matmul_ceiling, timed):
     from harness.models.rerankers import load_reranker
 
-    path, queries, docs, _, _ = pairs
+    shape, path, queries, docs, _, _ = pairs
     reranker = load_reranker(path, "monot5", batch_size=BATCH)
     reranker.score(queries[:BATCH], docs[:BATCH])  # warm-up
     scores, seconds = benchmark.pedantic(lambda: timed(reranker.score, queries, docs), rounds=1, iterations=1)
-    diff, speedup = _report("float32", pairs, authors, scores, seconds, matmul_ceiling)
+    diff, speedup, share = _report("float32", pairs, authors, scores, seconds, matmul_ceiling)
+    record("rerank", targets={
+        f"rerank-{shape}-fp32-2.2x": target(
+            f"monoT5-{shape}: float32 reranking >= 2.2x the authors' loop with the same scores (max |diff| 1e-5)",
+            f"{speedup:.2f}x, max |score diff| {diff:.1e}", speedup >= 2.2 and diff < 1e-5),
+        f"rerank-{shape}-fp32-ceiling": target(
+            f"monoT5-{shape}: float32 reranking >= 65% of the float32 matmul ceiling (useful FLOPs)",
+            f"{share:.0%} of {matmul_ceiling:.0f} GFLOP/s", share >= 0.65),
+    })
     assert diff < 1e-5
     assert speedup >= 2.0
 
@@ -147,9 +177,22 @@ def test_rerank_float32_vs_authors_loop(benchmark, pairs, authors, matmul_ceilin
 def test_rerank_bfloat16_vs_authors_loop(benchmark, pairs, authors, timed):
     from harness.models.rerankers import load_reranker
 
-    path, queries, docs, _, _ = pairs
+    shape, path, queries, docs, _, _ = pairs
     reranker = load_reranker(path, "monot5", dtype="bfloat16", batch_size=BATCH)
     reranker.score(queries[:BATCH], docs[:BATCH])
     scores, seconds = benchmark.pedantic(lambda: timed(reranker.score, queries, docs), rounds=1, iterations=1)
-    diff, _ = _report("bfloat16", pairs, authors, scores, seconds)
+    diff, speedup, _ = _report("bfloat16", pairs, authors, scores, seconds)
+    units = "bf16 matrix units" if _has_bf16_units() else "no bf16 matrix units"
+    record("rerank", targets={f"rerank-{shape}-bf16-3.5x": target(
+        f"monoT5-{shape}: bf16 reranking >= 3.5x the authors' loop, score deviation reported",
+        f"{speedup:.2f}x, max |score diff| {diff:.1e} (CPU: {units})", speedup >= 3.5)})
     assert diff < 1e-2  # speed is reported, not asserted: it depends on the CPU's bf16 units
+
+
+def _has_bf16_units() -> bool:
+    """Whether the CPU advertises bf16 matrix instructions (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
+    try:
+        flags = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

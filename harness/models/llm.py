@@ -204,26 +204,39 @@ class TransformersLM(LLM):
         return {"logits_to_keep": 1} if self._takes_keep else {}
 
     def _causal(self, rows: list[list[int]], decoding: Decoding, seeds: list[int], prefix: list[int]):
-        """Decode a batch of causal-LM prompts (or suffixes after a cached `prefix`); (ids, log-probs) per row."""
+        """Decode a batch of causal-LM prompts (or suffixes after a cached `prefix`); (ids, log-probs) per row.
+
+        Each row's prompt is prefilled on its own (batch of one, no padding: on a CPU the prefill is
+        compute-bound, and padded positions would be computed for nothing); the rows' key/value tensors are
+        then laid side by side, right-aligned, for the batched token-by-token decoding.
+        """
         import torch
         from transformers import DynamicCache
 
         dev, n, width, lp = self.device, len(rows), max(map(len, rows)), len(prefix)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, lp + width), dtype=torch.long)
         mask[:, :lp] = 1
         for r, row in enumerate(rows):  # left padding; with a prefix the padding sits between prefix and suffix
-            ids[r, width - len(row):] = torch.tensor(row)
             mask[r, lp + width - len(row):] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, lp:]
+        mask = mask.to(dev)
+        prefix_kv = self._prefix_cache(prefix) if prefix else None
+        suffix_kv: list[tuple[Any, Any]] | None = None
+        first = []
+        for r, row in enumerate(rows):
+            logits, kv = self._prefill(row, prefix_kv, lp)
+            first.append(logits)
+            if suffix_kv is None:
+                suffix_kv = [(k.new_zeros((n, k.shape[1], width, k.shape[3])),
+                              v.new_zeros((n, v.shape[1], width, v.shape[3]))) for k, v in kv]
+            for (k_all, v_all), (k, v) in zip(suffix_kv, kv):
+                k_all[r, :, width - len(row):] = k[0]
+                v_all[r, :, width - len(row):] = v[0]
         cache = _preallocated(DynamicCache(config=self.model.config), lp + width + decoding.max_new_tokens)
-        if prefix:
-            for layer, (k, v) in enumerate(self._prefix_cache(prefix)):
-                cache.update(k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:]), layer)
-        kw = {"position_ids": positions} if self._takes_positions else {}
-        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
-                         **kw, **self._keep_kw(width))
+        for layer, (k, v) in enumerate(suffix_kv or []):
+            if prefix_kv:
+                pk, pv = prefix_kv[layer]
+                k, v = torch.cat([pk.expand(n, *pk.shape[1:]), k], dim=2), torch.cat([pv.expand(n, *pv.shape[1:]), v], dim=2)
+            cache.update(k, v, layer)
         next_pos = mask.sum(-1)  # the position of each row's next token
 
         def step(tokens, alive):
@@ -239,7 +252,23 @@ class TransformersLM(LLM):
         def select(alive):
             cache.batch_select_indices(alive)
 
-        return self._loop(out.logits[:, -1], step, select, n, decoding, seeds)
+        return self._loop(torch.cat(first), step, select, n, decoding, seeds)
+
+    def _prefill(self, row: list[int], prefix_kv, lp: int):
+        """One prompt (or suffix after the cached prefix) through the model: last logits and its own keys/values."""
+        import torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in enumerate(prefix_kv or []):
+            cache.update(k, v, layer)
+        ids = torch.tensor([row], device=dev)
+        kw = {"position_ids": torch.arange(lp, lp + len(row), device=dev)[None]} if self._takes_positions else {}
+        out = self.model(input_ids=ids, attention_mask=torch.ones((1, lp + len(row)), dtype=torch.long, device=dev),
+                         past_key_values=cache, use_cache=True, **kw, **self._keep_kw(len(row)))
+        kv = [(layer.keys[:, :, lp:], layer.values[:, :, lp:]) for layer in out.past_key_values.layers]
+        return out.logits[:, -1], kv
 
     def _seq2seq(self, rows: list[list[int]], decoding: Decoding, seeds: list[int]):
         """Decode a batch of encoder-decoder prompts: the encoder once, then the decoder token by token."""
