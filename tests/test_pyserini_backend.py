@@ -145,6 +145,46 @@ def test_same_hits_scores_and_order_as_pyserini(tmp_path, fields):
     assert [d for d, _ in tied[:5]] == sorted(d for d, _ in tied[:5])  # equal scores: ids in ascending order
 
 
+def test_corpus_file_is_copied_as_the_collection_it_would_be_written_as(tmp_path):
+    """A corpus.jsonl as the corpus stage writes it becomes the same collection files, byte for byte, as its
+    documents do (its lines are copied, no JSON parsed and written again); a gzipped one is refused."""
+    from harness.data import beir
+    from harness.retrieval.pyserini_backend import _write_collection
+
+    docs = TIED_DOCS + DOCS + [("é1", "Café “quoted”", "naïve\ttab"), ("n2", "", "x\u2028y")]
+    corpus = tmp_path / "corpus.jsonl"
+    beir.write_jsonl(({"_id": i, "title": t, "text": x} for i, t, x in docs), corpus)
+    for files in (1, 3):
+        assert _write_collection(iter(docs), tmp_path / f"docs{files}", files) == len(docs)
+        assert _write_collection(corpus, tmp_path / f"file{files}", files) == len(docs)
+        names = sorted(p.name for p in (tmp_path / f"docs{files}").iterdir())
+        assert names == sorted(p.name for p in (tmp_path / f"file{files}").iterdir()) and len(names) == files
+        for name in names:
+            assert (tmp_path / f"docs{files}" / name).read_bytes() == (tmp_path / f"file{files}" / name).read_bytes()
+    with pytest.raises(HarnessError, match="gzipped"):
+        _write_collection(tmp_path / "corpus.jsonl.gz", tmp_path / "gz", 1)
+
+
+@pytest.mark.parametrize("fields", ["flat", "multifield"])
+def test_threads_and_corpus_file_give_the_same_hits(tmp_path, fields):
+    """More indexing threads number the documents in another order; search gives the same hits, scores and
+    order all the same (index-wide statistics; equal scores ordered by id): the index stage may use every CPU."""
+    from harness.data import beir
+
+    docs = TIED_DOCS + DOCS
+    corpus = tmp_path / "corpus.jsonl"
+    beir.write_jsonl(({"_id": i, "title": t, "text": x} for i, t, x in docs), corpus)
+    one = build_index(iter(docs), tmp_path / "one", fields=fields, threads=1)
+    three = build_index(corpus, tmp_path / "three", fields=fields, threads=3)
+    counts = ("documents", "empty", "skipped")
+    assert [one[key] for key in counts] == [three[key] for key in counts]
+    queries = {"q1": "alpha", "q2": "gamma delta", "q3": "beta", "q4": "delta epsilon alpha", "q5": "cats goldfish",
+               "q6": "the of", "q8": "Delta", "q9": "alpha beta gamma delta epsilon cats dogs"}
+    for k in (1, 3, 1000):
+        assert search(tmp_path / "three", queries, k=k, fields=fields) == search(tmp_path / "one", queries, k=k,
+                                                                                   fields=fields), k
+
+
 def test_search_imports_no_pyserini_search_module(tmp_path):
     """Building and searching start no torch/transformers import (pyserini.search.lucene costs ~20 s)."""
     import subprocess

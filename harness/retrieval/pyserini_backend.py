@@ -43,17 +43,33 @@ def _check_fields(fields: str) -> None:
         raise HarnessError(f"Unknown index fields {fields!r}: use one of {', '.join(FIELDS)}.")
 
 
-def _write_beir_jsonl(docs: Iterable[tuple[str, str, str]], folder: Path, files: int) -> int:
-    """Write docs as BEIR corpus JSONL ({"_id", "title", "text"}) round-robin into ``files`` files; the count."""
+def _write_collection(docs: Iterable[tuple[str, str, str]] | Path, folder: Path, files: int) -> int:
+    """Write the collection Anserini indexes: BEIR corpus JSONL lines, round-robin into ``files`` files; the count.
+
+    ``docs`` is an iterable of (doc_id, title, text), each written as ``{"_id", "title", "text"}``, or the path of
+    a corpus.jsonl whose lines already are exactly that, as the corpus stage writes them (``beir.write_jsonl``):
+    its lines are copied as they are, the same bytes without parsing and writing JSON again.
+    """
     folder.mkdir(parents=True)
     count = 0
     with contextlib.ExitStack() as stack:
-        handles = [
-            stack.enter_context(open(folder / f"docs{i:02d}.jsonl", "w", encoding="utf-8")) for i in range(files)
-        ]
-        for count, (doc_id, title, text) in enumerate(docs, start=1):
-            record = {"_id": str(doc_id), "title": title or "", "text": text or ""}
-            handles[(count - 1) % files].write(json.dumps(record, ensure_ascii=False) + "\n")
+        if isinstance(docs, Path):
+            if docs.suffix == ".gz":
+                raise HarnessError(f"{docs}: give build_index the documents of a gzipped corpus, not its path.")
+            lines: Iterable[bytes] = (
+                line if line.endswith(b"\n") else line + b"\n"
+                for line in stack.enter_context(open(docs, "rb"))
+                if not line.isspace()
+            )
+        else:
+            lines = (
+                json.dumps({"_id": str(doc_id), "title": title or "", "text": text or ""}, ensure_ascii=False).encode()
+                + b"\n"
+                for doc_id, title, text in docs
+            )
+        handles = [stack.enter_context(open(folder / f"docs{i:02d}.jsonl", "wb")) for i in range(files)]
+        for count, line in enumerate(lines, start=1):
+            handles[(count - 1) % files].write(line)
     return count
 
 
@@ -66,12 +82,16 @@ def _versions() -> dict:
     }
 
 
-def build_index(docs: Iterable[tuple[str, str, str]], out_dir: Path, fields: str = "flat", threads: int = 1) -> dict:
-    """Index (doc_id, title, text) docs into ``out_dir`` as a BEIR flat or multifield Lucene index; a summary.
+def build_index(
+    docs: Iterable[tuple[str, str, str]] | Path, out_dir: Path, fields: str = "flat", threads: int = 1
+) -> dict:
+    """Index (doc_id, title, text) docs, or a corpus.jsonl as the corpus stage writes it (see
+    :func:`_write_collection`), into ``out_dir`` as a BEIR flat or multifield Lucene index; a summary.
 
-    ``threads`` > 1 splits the collection into that many files indexed in parallel. Lucene numbers documents
-    in the order they are added, so with several threads the order (and so the order of equal-score hits)
-    may vary between builds; ``threads=1`` matches the 2CR indexes.
+    ``threads`` > 1 splits the collection into that many files indexed in parallel. Lucene then numbers the
+    documents in another order than ``threads=1`` (which matches the 2CR indexes), but the hits, scores and
+    order that :func:`search` gives do not change: scores use index-wide statistics, and equal scores are
+    ordered by document id, not number (Lucene 9 indexes, see :class:`_LuceneBM25`).
     """
     _check_fields(fields)
     if threads < 1:
@@ -86,7 +106,7 @@ def build_index(docs: Iterable[tuple[str, str, str]], out_dir: Path, fields: str
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
         collection_dir = staging / "collection"
-        written = _write_beir_jsonl(docs, collection_dir, threads)
+        written = _write_collection(docs, collection_dir, threads)
         if written == 0:
             raise HarnessError(f"No documents to index into {out_dir}.")
         staged_index = staging / "index"

@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.data import beir
 from harness.retrieval import backend
 from harness.stages import Stage, StageParams
 
@@ -14,6 +13,9 @@ from harness.stages import Stage, StageParams
 class Params(StageParams):
     retriever: Literal["pyserini", "bm25s"] = "pyserini"
     fields: Literal["flat", "multifield"] = "flat"
+    # How, not what (not in the key): either backend's search gives the same hits, scores and order from an
+    # index built with any number of threads. 1: Anserini's multi-threaded indexing was no faster in the BM25
+    # benchmark (benchmarks/bench_bm25.py, 2 CPUs), where most of the stage is the JVM's start and warm-up.
     threads: int = Field(1, ge=1)
     not_in_key = frozenset({"threads"})
 
@@ -22,12 +24,12 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     corpus = inputs["corpus"]
     total = corpus.summary.get("documents")
     with ctx.bar(total, f"index ({params.retriever}, {params.fields})") as bar:
-        def docs():
-            for doc in beir.iter_corpus(corpus.file("corpus.jsonl")):
-                bar.update()
-                yield doc.id, doc.title, doc.text
-
-        info = backend(params.retriever).build_index(docs(), out.path / "index", params.fields, params.threads)
+        # The backend reads the corpus artifact's file itself: Anserini indexes its lines as they are (no JSON
+        # parsed in Python and written again), bm25s reads them in batches.
+        info = backend(params.retriever).build_index(
+            corpus.file("corpus.jsonl"), out.path / "index", params.fields, params.threads
+        )
+        bar.update(total or 0)
     out.summary.update(info)
 
 
