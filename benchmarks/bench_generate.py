@@ -11,8 +11,8 @@ share of the machine's float32 matmul ceiling reached on the FLOPs actually need
 each prompt's own tokens, one forward per generated token), and records them in `benchmarks/results/generate.json`.
 
 Run: python -m pytest benchmarks/bench_generate.py --benchmark-enable -p no:cacheprovider -s
-Documents: HARNESS_BENCH_DOCS (default 16); new tokens: HARNESS_BENCH_NEW_TOKENS (default 48);
-the harness's batch: HARNESS_BENCH_BATCH (default 16).
+Documents: HARNESS_BENCH_DOCS (default 32); new tokens: HARNESS_BENCH_NEW_TOKENS (default 48);
+the harness's batch: HARNESS_BENCH_BATCH (default 32, as `--set generate.batch_size=32`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _record import record, target  # noqa: E402
 
-N_DOCS = int(os.environ.get("HARNESS_BENCH_DOCS", "16"))
+N_DOCS = int(os.environ.get("HARNESS_BENCH_DOCS", "32"))
 NEW_TOKENS = int(os.environ.get("HARNESS_BENCH_NEW_TOKENS", "48"))
-BATCH = int(os.environ.get("HARNESS_BENCH_BATCH", "16"))
+BATCH = int(os.environ.get("HARNESS_BENCH_BATCH", "32"))
 AUTHORS_BATCHES = (1, 8)  # the authors' default, and their loop batched
 
 
