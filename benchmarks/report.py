@@ -270,7 +270,7 @@ def section_bm25(results: dict) -> str:
     data = results.get("bm25")
     out = ["## BM25 (item 3): index + retrieve 1,000 hits for every test query\n", f"`{COMMANDS['bm25']}`\n",
            "Ways (each in its own processes; peak = max RSS, JVM included): `harness` = the `index` + `retrieve` "
-           "stages with default parameters (pyserini in-process, threads=1, through the store); "
+           "stages with default parameters (pyserini in-process, threads = CPUs, through the store); "
            "`pyserini-inproc-tN` = `harness.retrieval.pyserini_backend` with N threads, no store; "
            "`pyserini-cli-tN` = `python -m pyserini.index.lucene` + `python -m pyserini.search.lucene` "
            "(--threads N, --batch-size 128); `bm25s` = the harness's bm25s backend. `vs_fastest` is the time over "

@@ -8,15 +8,16 @@ from pydantic import Field
 
 from harness.retrieval import backend
 from harness.stages import Stage, StageParams
+from harness.stages.retrieve import search_threads
 
 
 class Params(StageParams):
     retriever: Literal["pyserini", "bm25s"] = "pyserini"
     fields: Literal["flat", "multifield"] = "flat"
     # How, not what (not in the key): either backend's search gives the same hits, scores and order from an
-    # index built with any number of threads. 1: Anserini's multi-threaded indexing was no faster in the BM25
-    # benchmark (benchmarks/bench_bm25.py, 2 CPUs), where most of the stage is the JVM's start and warm-up.
-    threads: int = Field(1, ge=1)
+    # index built with any number of threads (ties are broken by document id, not by Lucene's doc number).
+    # Default: the CPUs this process may use, as for search (benchmarks/bench_bm25.py: the fastest way).
+    threads: int = Field(default_factory=search_threads, ge=1)
     not_in_key = frozenset({"threads"})
 
 
