@@ -233,9 +233,9 @@ class TransformersLM(LLM):
                 v_all[r, :, width - len(row):] = v[0]
         cache = _preallocated(DynamicCache(config=self.model.config), lp + width + decoding.max_new_tokens)
         for layer, (k, v) in enumerate(suffix_kv or []):
-            if prefix_kv:
+            if prefix_kv:  # the shared prefix first, then the rows' own tokens: two appends, no joined copy
                 pk, pv = prefix_kv[layer]
-                k, v = torch.cat([pk.expand(n, *pk.shape[1:]), k], dim=2), torch.cat([pv.expand(n, *pv.shape[1:]), v], dim=2)
+                cache.update(pk.expand(n, *pk.shape[1:]), pv.expand(n, *pv.shape[1:]), layer)
             cache.update(k, v, layer)
         next_pos = mask.sum(-1)  # the position of each row's next token
 
