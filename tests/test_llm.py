@@ -41,18 +41,20 @@ def prompts_for(lm, n=5):
 class ForceNewline(torch.nn.Module):
     """Wraps a causal LM so that a newline wins once a row reaches position `at`: rows stop at different steps."""
 
+    _supports_attention_backend = True  # passes everything on to the inner model
+
     def __init__(self, model, newline_id, at):
         super().__init__()
         self.inner, self.config, self.newline_id, self.at = model, model.config, newline_id, at
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
-                logits_to_keep=0):
+                logits_to_keep=0, **kwargs):
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+                         past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
         if position_ids is None:
             position_ids = (attention_mask.cumsum(-1) - 1)[:, -input_ids.shape[1]:]
-        hit = position_ids[:, -1] >= self.at
-        out.logits[hit, -1, self.newline_id] += 1e4
+        kept = position_ids[:, logits_to_keep] if torch.is_tensor(logits_to_keep) else position_ids[:, -1:]
+        out.logits[:, -kept.shape[1]:, self.newline_id] += 1e4 * (kept >= self.at)
         return out
 
 
@@ -108,12 +110,15 @@ def test_log_probs_equal_a_hand_computation_from_the_logits(gpt2):
 
 
 @pytest.mark.parametrize("prefix_cache", [True, False])
-def test_batched_generation_equals_one_at_a_time(gpt2, prefix_cache):
+@pytest.mark.parametrize("shared_attention", [True, False])
+def test_batched_generation_equals_one_at_a_time(gpt2, prefix_cache, shared_attention):
     prefix, prompts = prompts_for(gpt2)
     nl = gpt2.tokenizer.convert_tokens_to_ids("Ċ")
     at = sorted(len(p) for p in prompts)[2] + 2  # rows reach it at different steps, some never
     model = ForceNewline(gpt2.model, nl, at)
     batched = TransformersLM(model, gpt2.tokenizer, batch_size=4, prefix_cache=prefix_cache)
+    assert batched.prefix_attention
+    batched.prefix_attention = shared_attention  # False: transformers' cache, a prefix copy per row
     single = TransformersLM(model, gpt2.tokenizer, batch_size=1, prefix_cache=False)
     decoding = Decoding(max_new_tokens=7)
     many = batched.generate(prompts, decoding, prefix=prefix)

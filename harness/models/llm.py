@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
+from harness.models import prefix_attention
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,9 @@ class TransformersLM(LLM):
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
         self._takes_keep = "logits_to_keep" in params
+        self.prefix_attention = prefix_attention.supported(model)  # else: transformers' own cache, one prefix copy per row
         self._prefix_key: tuple[int, ...] | None = None
-        self._prefix_kv: list[tuple[Any, Any]] | None = None
+        self._prefix_kv: Any = None
 
     @classmethod
     def load(cls, path: Path, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 8,
@@ -192,6 +194,10 @@ class TransformersLM(LLM):
         """Key/value tensors of the shared prefix, computed once (batch of one) and kept."""
         import torch
 
+        if self.prefix_attention:
+            if self._prefix_key != tuple(prefix):
+                self._prefix_kv, self._prefix_key = prefix_attention.PrefixAttention(self.model, prefix), tuple(prefix)
+            return self._prefix_kv
         if self._prefix_key != tuple(prefix):
             ids = torch.tensor([prefix], device=self.device)
             out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
@@ -213,6 +219,9 @@ class TransformersLM(LLM):
         import torch
         from transformers import DynamicCache
 
+        if self.prefix_attention:  # the prefix's keys/values once, the rows' prompts packed into one prefill
+            batch = self._prefix_cache(prefix).rows(rows, decoding.max_new_tokens)
+            return self._loop(batch.first, batch.step, batch.select, len(rows), decoding, seeds)
         dev, n, width, lp = self.device, len(rows), max(map(len, rows)), len(prefix)
         mask = torch.zeros((n, lp + width), dtype=torch.long)
         mask[:, :lp] = 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.models import bias_attention
 
 KINDS = ("monot5", "flan-t5", "cross-encoder")
 TEMPLATES = {
@@ -213,6 +214,7 @@ class Reranker:
                 values = self.score_batch(collate([encoded[i] for i in batch], self.pad_id, self.device))
                 for i, value in zip(batch, values.tolist()):
                     scores[i] = value
+        bias_attention.forget()
         return scores
 
     def score_batch(self, inputs: dict):
@@ -244,4 +246,5 @@ def load_reranker(
         model = load_cross_encoder_model(model_path, dtype, device=device)
     else:
         model = load_model("seq2seq", model_path, device=device, dtype=dtype)
+        bias_attention.use(model)  # T5's position bias merged with the padding mask once per batch, same scores
     return Reranker(model, tokenizer, kind, device=device, batch_size=batch_size, max_length=max_length)
