@@ -4,8 +4,9 @@ A GPT-2-small-shaped model (random weights: `tiny:gpt2-small`) writes queries fo
 (vanilla) prompts, 400-600 tokens long, greedy, `max_new_tokens` new tokens each, three ways in one run:
 - the authors' loop (inpars/inpars.py): prompts in sampled order, batch 1 (and batch 8, padded to the
   longest member), `model.generate(..., output_scores=True)` on the full prompt, eos = the newline token;
-- the harness: batches by prompt length, the shared few-shot prefix's key/value cache computed once and
-  reused (`prefix_cache`), finished rows dropped, logits for the last position only.
+- the harness: batches by prompt length, the shared few-shot prefix's keys/values computed once and kept once
+  for the whole batch (`prefix_cache`, `harness/models/prefix_attention.py`), the prompts' own tokens packed into
+  one prefill, finished rows dropped, logits for the last position only.
 Asserts identical greedy tokens and the ≥3× target; prints generated tokens/s, prompts/s, the ratios and the
 share of the machine's float32 matmul ceiling reached on the FLOPs actually needed (the shared prefix once,
 each prompt's own tokens, one forward per generated token), and records them in `benchmarks/results/generate.json`.

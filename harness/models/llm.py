@@ -7,10 +7,13 @@ post-processing (`Stops.finish`), so the same prompt gives the same row format w
 The transformers backend runs its own decoding loop rather than `model.generate`, to get on a CPU what the
 authors' loop (batch 1, full prompt, `generate`) spends most of its time on, without changing greedy
 outputs: batches formed by prompt length, finished rows dropped from the batch, logits computed for the
-last position only, and the key/value cache of the few-shot prefix that static prompts share computed once
-and reused by every batch (`prefix_cache`). With a shared prefix the padding goes between the prefix and
-each prompt's own suffix, masked out, with position ids that skip it, so each row attends to exactly the
-tokens of its own full prompt at their own positions.
+last position only, and the few-shot prefix that static prompts share computed once and reused by every
+batch (`prefix_cache`). Models that compute attention through transformers' AttentionInterface (GPT-2,
+GPT-J, Llama, ...) run through `prefix_attention`: the prefix's keys/values kept once rather than copied per
+row, the prompts' suffixes packed into one prefill with no padding, and each decoding step's attention split
+into the shared prefix and each row's own tokens. Other models use transformers' cache: the padding goes
+between the prefix and each prompt's own suffix, masked out, with position ids that skip it, so each row
+attends to exactly the tokens of its own full prompt at their own positions.
 """
 
 from __future__ import annotations
