@@ -167,7 +167,8 @@ def _entries(path: Path, data: bytes) -> tuple[Entry, ...]:
         try:
             entry = Entry.model_validate(raw)
         except (ValidationError, HarnessError) as exc:
-            where = raw.get("id", f"entry {i + 1}") if isinstance(raw, dict) else f"entry {i + 1}"
+            ident = raw.get("id") if isinstance(raw, dict) else None
+            where = ident if isinstance(ident, str) and ident.isprintable() and ident else f"entry {i + 1}"
             if isinstance(exc, HarnessError):  # a file name refused by safe_relpath
                 raise HarnessError(f"{path}: {where}: {exc}") from None
             err = exc.errors()[0]
