@@ -4,7 +4,7 @@ The reference is the analyzer as its docstring states it, document by document (
 lower-cased text, possessive stripped, stop words dropped, each token Porter-stemmed by `stemWord`), and
 bm25s's own indexing of those token lists (its Python vocabulary, counts and scores). The backend must give
 the same vocabulary, the same posting lists with the same float32 scores, and so the same runs, whatever the
-batch size.
+batch size, in this process or in forked ones; its search must score as bm25s's does.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ np = pytest.importorskip("numpy")
 bm25s = pytest.importorskip("bm25s")
 Stemmer = pytest.importorskip("Stemmer")
 
+from harness.errors import HarnessError
 from harness.retrieval import bm25s_backend
 from harness.retrieval.bm25s_backend import _TOKEN, FIELDS, LUCENE_STOPWORDS, Analyzer, build_index, search
 
@@ -149,20 +150,30 @@ def test_query_analysis_matches_the_reference():
     assert analyze("The cat's dogs’ e.g. RUNNING") == ["cat", "dog", "e.g", "run"]
 
 
-def test_distinct_chunks_numbers_chunks_by_their_bytes():
-    """Chunks told apart by their bytes, also long ones sharing their first 24 bytes, numbered by first
-    appearance; chunks made of the same bytes as others' keys would be are never merged with them."""
+def test_ascii_batches_are_normalized_as_other_batches():
+    """ASCII batches, normalized as bytes: the same bytes as `normalize`, text by text, gives (every character)."""
+    rng = random.Random(7)
+    texts = ["".join(map(chr, range(128)))] + ["".join(chr(rng.randrange(128)) for _ in range(rng.randint(0, 60)))
+                                               for _ in range(500)]
+    padding = bm25s_backend._PADDING
+    ascii_batch = bm25s_backend.batch_bytes(texts)
+    assert bm25s_backend.batch_bytes([*texts, "Été"]) == ascii_batch[: -len(padding)] + " \x00 été".encode() + padding
+
+
+def test_chunk_ids_number_chunks_by_their_bytes_across_batches():
+    """Chunks told apart by their bytes, also long ones sharing their first 24 bytes, numbered in order of first
+    appearance across batches; chunks made of the same bytes as others' keys would be are never merged with them."""
     rng = random.Random(3)
     alphabet = [bytes([c]) for c in range(1, 256) if c != 0x20]
-    pool = [b"\x00"] + [b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(60)]
+    pool = [b"\x00"] + [b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(200)]
     pool += [b"p" * 24 + bytes([c]) for c in b"abc"] + [b"p" * 23, b"p" * 24, b"p" * 16, b"q" * 8, b"q" * 7]
-    for _ in range(50):
+    chunk_ids = bm25s_backend._ChunkIds()
+    first_seen: dict[bytes, int] = {}
+    for _ in range(60):
         chunks = [rng.choice(pool) for _ in range(rng.randint(0, 400))]
         data = b"".join(chunk + b" " * rng.randint(1, 3) for chunk in chunks) + bm25s_backend._PADDING
-        number, distinct = bm25s_backend._distinct_chunks(data)
-        first_seen = list(dict.fromkeys(chunks))
-        assert number.tolist() == [first_seen.index(chunk) for chunk in chunks]
-        assert distinct == b"".join(chunk + b" " for chunk in first_seen)
+        assert chunk_ids.ids(data).tolist() == [first_seen.setdefault(chunk, len(first_seen)) for chunk in chunks]
+    assert chunk_ids.chunks() == b"".join(chunk + b" " for chunk in first_seen)
 
 
 def test_first_equal_finds_the_first_equal_row():
@@ -173,6 +184,97 @@ def test_first_equal_finds_the_first_equal_row():
         first: dict = {}
         expected = [first.setdefault(row, i) for i, row in enumerate(rows)]
         assert bm25s_backend._first_equal(keys).tolist() == expected
+
+
+@pytest.mark.parametrize("fields", list(FIELDS))
+def test_forked_indexing_writes_the_same_files(docs, tmp_path, monkeypatch, fields):
+    """A child process per field, fed batch by batch while this one reads: the same bytes as in this process."""
+    monkeypatch.setattr(bm25s_backend, "_BATCH_CHARS", 500)
+    build_index(iter(docs), tmp_path / "here", fields, fork_from=1 << 40)
+    build_index(iter(docs), tmp_path / "forked", fields, fork_from=0)
+    files = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "forked") for p in (tmp_path / "forked").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "forked" / name).read_bytes(), name
+
+
+def test_errors_of_forked_indexing_are_raised_here(docs, tmp_path, monkeypatch):
+    import multiprocessing
+
+    def unreadable():
+        yield from docs[:100]
+        raise HarnessError("corpus.jsonl line 101: not valid JSON.")
+
+    with pytest.raises(HarnessError, match="line 101"):
+        build_index(unreadable(), tmp_path / "a", "multifield", fork_from=0)
+
+    def fail(self, path):
+        raise ValueError(f"cannot save {path.name}")
+
+    monkeypatch.setattr(bm25s_backend._FieldIndex, "save", fail)  # the children inherit it
+    with pytest.raises(ValueError, match="cannot save contents"):
+        build_index(iter(docs), tmp_path / "b", "multifield", fork_from=0)
+
+    def fail_to_add(self, data):
+        raise MemoryError
+
+    # Stopped at its first batch, while this process queues the next ones (more than fit in its queue).
+    monkeypatch.setattr(bm25s_backend._FieldIndex, "add", fail_to_add)
+    monkeypatch.setattr(bm25s_backend, "_BATCH_CHARS", 100)
+    with pytest.raises(MemoryError):
+        build_index(iter(docs), tmp_path / "c", "flat", fork_from=0)
+    assert not multiprocessing.active_children()
+
+
+def test_a_forked_index_ends_when_its_parent_is_killed(tmp_path):
+    """A child left waiting for batches ends by itself once its parent is gone (killed: no clean-up ran)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    script = f"""
+import multiprocessing, time
+from pathlib import Path
+from harness.retrieval import bm25s_backend
+
+def docs():
+    yield "d0", "a title", "some text"  # a batch: the child starts
+    print(multiprocessing.active_children()[0].pid, flush=True)
+    time.sleep(600)
+
+bm25s_backend._BATCH_CHARS = 1
+bm25s_backend.build_index(docs(), Path({str(tmp_path / "index")!r}), fork_from=0)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def running() -> bool:
+        try:
+            return "zombie" not in Path(f"/proc/{child}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if running():
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child still ran 30 s after its parent was killed")
+
+
+def test_field_scores_are_bm25s_scores(reference):
+    retriever = bm25s.BM25.load(str(reference / "flat" / "contents"))
+    field = bm25s_backend._field_index(reference / "flat" / "contents")
+    n_docs = retriever.scores["num_docs"]
+    for term_ids in ([0], [3, 1, 3], list(range(len(field[0]) - 1))):
+        expected = retriever.get_scores_from_ids(term_ids)
+        assert np.array_equal(bm25s_backend._field_scores(field, term_ids, n_docs), expected), term_ids
 
 
 def test_documents_without_terms_give_an_index_that_matches_nothing(tmp_path):
