@@ -154,7 +154,8 @@ class Rows:
         self.width = max(map(len, rows))
         self.capacity = self.width + max_new_tokens
         self.end = self.width  # columns [0, end) are filled
-        starts = torch.tensor([self.width - len(r) for r in rows], device=dev)
+        self.starts = [self.width - len(r) for r in rows]  # each row's first column
+        starts = torch.tensor(self.starts, device=dev)
         self.padding = torch.arange(self.capacity, device=dev)[None, :] < starts[:, None]  # [rows, columns]
         self.positions = torch.tensor([prefix.length + len(r) for r in rows], device=dev)  # each row's next position
         self.keys: dict[int, Any] = {}
@@ -191,9 +192,14 @@ class Rows:
 
     def attend(self, layer: int, q, k, v, scale: float):
         if layer not in self.keys:
+            # Uninitialized but for the padding columns (masked, but their values must be finite: 0 x NaN is
+            # NaN); the other columns are written before they are read.
             n, heads = len(self.padding), k.shape[1]
-            self.keys[layer] = k.new_zeros((n, heads, self.capacity, k.shape[3]))
-            self.values[layer] = v.new_zeros((n, heads, self.capacity, v.shape[3]))
+            self.keys[layer] = k.new_empty((n, heads, self.capacity, k.shape[3]))
+            self.values[layer] = v.new_empty((n, heads, self.capacity, v.shape[3]))
+            for r, start in enumerate(self.starts):
+                self.keys[layer][r, :, :start] = 0
+                self.values[layer][r, :, :start] = 0
         if self.mode == "prefill":
             return self._prefill(layer, q, k, v, scale)
         return self._decode(layer, q, k, v, scale)
