@@ -198,6 +198,25 @@ def test_forked_indexing_writes_the_same_files(docs, tmp_path, monkeypatch, fiel
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "forked" / name).read_bytes(), name
 
 
+def _index_in(docs, out, fields):
+    build_index(iter(docs), out, fields, fork_from=0)
+
+
+def test_a_daemonic_process_indexes_without_a_child(docs, tmp_path):
+    """A daemonic process (a pool's worker) may not have children: it indexes in itself, the same files."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("fork").Process(target=_index_in, args=(docs, tmp_path / "d", "flat"),
+                                                          daemon=True)
+    process.start()
+    process.join()
+    assert process.exitcode == 0
+    build_index(iter(docs), tmp_path / "here", "flat", fork_from=1 << 40)
+    for path in (tmp_path / "here").rglob("*"):
+        if path.is_file():
+            assert path.read_bytes() == (tmp_path / "d" / path.relative_to(tmp_path / "here")).read_bytes()
+
+
 def test_errors_of_forked_indexing_are_raised_here(docs, tmp_path, monkeypatch):
     import multiprocessing
 

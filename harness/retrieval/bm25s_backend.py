@@ -619,11 +619,13 @@ def _text_batches(docs: Iterable[tuple[str, str, str]], fields: str, ids: list[s
 
 def _should_fork(batches: Iterator[list[list[str]]], fork_from: int) -> tuple[bool, Iterator[list[list[str]]]]:
     """(fork, batches): whether the corpus has at least `fork_from` characters of text and this system forks
-    safely, and the same batches, read ahead as far as the answer needed."""
+    safely (not macOS, not inside a daemonic process, which may not have children), and the same batches, read
+    ahead as far as the answer needed."""
     import multiprocessing
 
     read = []
-    if sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods():
+    if (sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon):
         chars = 0
         for batch in batches:
             read.append(batch)
