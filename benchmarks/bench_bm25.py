@@ -276,8 +276,17 @@ def _cases():
     return cases
 
 
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """Every way run once, untimed, on a small corpus first: the JVM's jars, the Python packages and the
+    interpreter's files in the page cache for all ways alike (otherwise the first way timed pays for them)."""
+    folder = synthetic_corpus(1000, n_queries=50)
+    for way in WAYS:
+        measure(way, folder, tmp_path_factory.mktemp("warm") / way)
+
+
 @pytest.mark.parametrize("corpus", _cases())
-def test_bm25_backends(benchmark, corpus, tmp_path):
+def test_bm25_backends(benchmark, corpus, tmp_path, warm):
     if corpus == "scifact":
         folder = scifact_folder()
         if folder is None:

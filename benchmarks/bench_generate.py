@@ -141,8 +141,11 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
         timings[f"authors_b{batch}"] = (ids, time.perf_counter() - start)
 
     lm._prefix_key = None  # the harness pays for its prefix cache inside the timed run
+    matmul_ceiling.measure()
     gens = benchmark.pedantic(lambda: lm.generate(prompts, decoding, prefix=prefix), rounds=1, iterations=1)
     harness_s = benchmark.stats.stats.total
+    matmul_ceiling.measure()
+    ceiling = matmul_ceiling.gflops
     harness_ids = [g.token_ids for g in gens]
     n_tokens = sum(len(ids) for ids in harness_ids)
     flops = needed_flops(lm.model.config, len(prefix), [len(p) for p in prompts], [len(ids) for ids in harness_ids])
@@ -154,26 +157,28 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
     for name, (ids, seconds) in timings.items():
         assert ids == harness_ids, f"{name}: greedy outputs differ from the harness's"
         table[name] = {"tokens_per_s": count_tokens(ids) / seconds, "prompts_per_s": len(ids) / seconds,
-                       "seconds": seconds, "ceiling_share": flops / seconds / 1e9 / matmul_ceiling}
+                       "seconds": seconds, "ceiling_share": flops / seconds / 1e9 / ceiling}
     rate = n_tokens / harness_s
     table[f"harness_b{BATCH}"] = {"tokens_per_s": rate, "prompts_per_s": len(prompts) / harness_s,
-                                  "seconds": harness_s, "ceiling_share": flops / harness_s / 1e9 / matmul_ceiling}
+                                  "seconds": harness_s, "ceiling_share": flops / harness_s / 1e9 / ceiling}
     for name, row in table.items():
         row["speedup_vs_authors_b1"] = table["authors_b1"]["seconds"] / row["seconds"]
         print(f"  {name:<12} {row['tokens_per_s']:7.1f} generated tokens/s, {row['prompts_per_s']:5.2f} prompts/s "
               f"({row['seconds']:.1f} s), {row['speedup_vs_authors_b1']:.2f}x authors_b1, "
-              f"{row['ceiling_share']:.0%} of the {matmul_ceiling:.0f} GFLOP/s float32 matmul ceiling")
+              f"{row['ceiling_share']:.1%} of the float32 matmul ceiling")
+    print(f"  float32 matmul ceiling: {matmul_ceiling.describe()}")
     speedup = table[f"harness_b{BATCH}"]["speedup_vs_authors_b1"]
     share = table[f"harness_b{BATCH}"]["ceiling_share"]
     benchmark.extra_info.update({"tokens_per_s": rate, "ratio_vs_authors_b1": speedup})
     record("generate", table=table, setup={
         "prompts": len(prompts), "prompt_tokens": [min(lengths), max(lengths)], "shared_prefix_tokens": len(prefix),
-        "max_new_tokens": NEW_TOKENS, "generated_tokens": n_tokens, "needed_gflop": flops / 1e9},
+        "max_new_tokens": NEW_TOKENS, "generated_tokens": n_tokens, "needed_gflop": flops / 1e9,
+        "ceiling_gflop_s": ceiling, "ceiling_samples": matmul_ceiling.samples, "ceiling_best_product": matmul_ceiling.best},
         targets={
             "generate-3x": target("GPT-2-small shape: the harness >= 3x the authors' batch-1 loop, identical greedy outputs",
                                   f"{speedup:.2f}x ({rate:.1f} vs {table['authors_b1']['tokens_per_s']:.1f} tokens/s)",
                                   speedup >= 3),
             "generate-ceiling": target("generation >= 65% of the float32 matmul ceiling on the FLOPs actually needed",
-                                       f"{share:.0%} of {matmul_ceiling:.0f} GFLOP/s", share >= 0.65),
+                                       f"{share:.1%} of {matmul_ceiling.describe()}", share >= 0.65),
         })
     assert speedup >= 3, "the harness must be at least 3x the authors' batch-1 loop"
