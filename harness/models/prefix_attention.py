@@ -243,7 +243,8 @@ class Rows:
         groups = heads // kv_heads
         qg = q.reshape(rows, kv_heads, groups, dim) * scale
         own = torch.matmul(qg, bk[:, :, :end].transpose(-1, -2))  # [rows, kv_heads, groups, end]
-        own.masked_fill_(self.padding[:, None, None, :end], float("-inf"))
+        # (`.to`: a model spread over GPUs has layers on other devices than the first; a no-op otherwise)
+        own.masked_fill_(self.padding[:, None, None, :end].to(own.device), float("-inf"))
         pk, pv = self.prefix.layers.get(layer, (None, None))
         if pk is None:
             return torch.matmul(torch.softmax(own, dim=-1), bv[:, :, :end]).reshape(rows, heads, 1, dim)
