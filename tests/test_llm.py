@@ -137,6 +137,14 @@ def test_prefix_cache_is_not_used_when_tokenisation_differs(gpt2):
     assert [g.token_ids for g in a] == [g.token_ids for g in b]
 
 
+def test_prompts_without_the_prefix_keep_the_computed_prefix(gpt2):
+    prefix, prompts = prompts_for(gpt2, 2)
+    gpt2.generate(prompts, Decoding(max_new_tokens=2), prefix=prefix)
+    kept = gpt2._prefix_kv
+    gpt2.generate(prompts, Decoding(max_new_tokens=2), prefix=[prefix[0] + 1])  # no prompt starts with it
+    assert gpt2._prefix_kv is kept and gpt2._prefix_key == tuple(prefix)
+
+
 def test_greedy_equals_transformers_generate(gpt2):
     _, prompts = prompts_for(gpt2, 2)
     ours = gpt2.generate(prompts, Decoding(max_new_tokens=6))

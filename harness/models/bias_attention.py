@@ -13,7 +13,7 @@ tensors, which they are for every layer of one forward; the scores are bitwise t
 from __future__ import annotations
 
 IMPLEMENTATION = "sdpa-shared-bias"
-_last: list = []  # [position_bias, attention_mask, is_causal, merged] of the last merge
+_last: tuple = ()  # (position_bias, attention_mask, is_causal, merged) of the last merge, replaced as a whole
 
 
 def use(model) -> bool:
@@ -43,15 +43,19 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
             or (causal and kv_length > q_length)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, position_bias=position_bias, **kwargs)
-    if not (_last and _last[0] is position_bias and _last[1] is attention_mask and _last[2] == causal
-            and _last[3].shape[-2:] == (q_length, kv_length)):
-        _last[:] = [position_bias, attention_mask, causal,
-                    create_position_bias_mask(position_bias, attention_mask, causal, query, key)]
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=_last[3], dropout_p=dropout,
+    global _last
+    last = _last  # read once: another thread may replace it
+    if not (last and last[0] is position_bias and last[1] is attention_mask and last[2] == causal
+            and last[3].shape[-2:] == (q_length, kv_length)):
+        last = (position_bias, attention_mask, causal,
+                create_position_bias_mask(position_bias, attention_mask, causal, query, key))
+        _last = last
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=last[3], dropout_p=dropout,
                                                            scale=scaling, is_causal=False)
     return out.transpose(1, 2).contiguous(), None
 
 
 def forget() -> None:
     """Drop the kept merged mask (its memory) once a batch is done."""
-    _last.clear()
+    global _last
+    _last = ()

@@ -223,7 +223,9 @@ class TransformersLM(LLM):
         from transformers import DynamicCache
 
         if self.prefix_attention:  # the prefix's keys/values once, the rows' prompts packed into one prefill
-            batch = self._prefix_cache(prefix).rows(rows, decoding.max_new_tokens)
+            # (no prefix: a fresh empty one, so that the kept prefix is not dropped for the next batches)
+            shared = self._prefix_cache(prefix) if prefix else prefix_attention.PrefixAttention(self.model, [])
+            batch = shared.rows(rows, decoding.max_new_tokens)
             return self._loop(batch.first, batch.step, batch.select, len(rows), decoding, seeds)
         dev, n, width, lp = self.device, len(rows), max(map(len, rows)), len(prefix)
         mask = torch.zeros((n, lp + width), dtype=torch.long)
