@@ -6,10 +6,12 @@ A GPT-2-small-shaped model (random weights: `tiny:gpt2-small`) writes queries fo
   longest member), `model.generate(..., output_scores=True)` on the full prompt, eos = the newline token;
 - the harness: batches by prompt length, the shared few-shot prefix's keys/values computed once and kept once
   for the whole batch (`prefix_cache`, `harness/models/prefix_attention.py`), the prompts' own tokens packed into
-  one prefill, finished rows dropped, logits for the last position only.
+  one prefill, finished rows dropped, logits for the last position only; timed in HARNESS_BENCH_ROUNDS runs
+  (default 3, each paying for its prefix), the matmul ceiling measured before the first and after each.
 Asserts identical greedy tokens and the ≥3× target; prints generated tokens/s, prompts/s, the ratios and the
 share of the machine's float32 matmul ceiling reached on the FLOPs actually needed (the shared prefix once,
-each prompt's own tokens, one forward per generated token), and records them in `benchmarks/results/generate.json`.
+each prompt's own tokens, one forward per generated token but the last), each run's share against the higher of
+the ceilings measured around it, the median run reported; records them in `benchmarks/results/generate.json`.
 
 Run: python -m pytest benchmarks/bench_generate.py --benchmark-enable -p no:cacheprovider -s
 Documents: HARNESS_BENCH_DOCS (default 32); new tokens: HARNESS_BENCH_NEW_TOKENS (default 48);
@@ -33,6 +35,7 @@ from _record import record, target  # noqa: E402
 N_DOCS = int(os.environ.get("HARNESS_BENCH_DOCS", "32"))
 NEW_TOKENS = int(os.environ.get("HARNESS_BENCH_NEW_TOKENS", "48"))
 BATCH = int(os.environ.get("HARNESS_BENCH_BATCH", "32"))
+ROUNDS = int(os.environ.get("HARNESS_BENCH_ROUNDS", "3"))  # timed runs of the harness (the authors' loops: one)
 AUTHORS_BATCHES = (1, 8)  # the authors' default, and their loop batched
 
 
@@ -118,12 +121,13 @@ def gpt2_forward_flops(config, context: int) -> float:
 
 
 def needed_flops(config, prefix: int, prompts: list[int], generated: list[int]) -> float:
-    """The FLOPs the work needs: the shared prefix once, each prompt's own tokens, a forward per generated token."""
+    """The FLOPs the work needs: the shared prefix once, each prompt's own tokens (logits at its last one), then a
+    forward with logits per generated token but the last (the first comes from the prompt's last position)."""
     head = 2.0 * config.n_embd * config.vocab_size
     total = sum(gpt2_forward_flops(config, c + 1) for c in range(prefix))
     for length, new in zip(prompts, generated):
         total += sum(gpt2_forward_flops(config, c + 1) for c in range(prefix, length)) + head
-        total += sum(gpt2_forward_flops(config, length + t + 1) + head for t in range(new))
+        total += sum(gpt2_forward_flops(config, length + t + 1) + head for t in range(new - 1))
     return total
 
 
@@ -140,16 +144,25 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
         ids = authors_loop(lm, texts, batch)
         timings[f"authors_b{batch}"] = (ids, time.perf_counter() - start)
 
-    lm._prefix_key = None  # the harness pays for its prefix cache inside the timed run
+    # The harness in ROUNDS timed runs, the matmul ceiling measured before the first and after each (`Ceiling`):
+    # each run's share is taken against the higher of the ceilings around it, the run reported is the median one.
+    def one_run():
+        lm._prefix_key = None  # the harness pays for its prefix cache inside each timed run
+        return lm.generate(prompts, decoding, prefix=prefix)
+
+    def before_run():
+        matmul_ceiling.measure()
+
+    gens = benchmark.pedantic(one_run, setup=before_run, rounds=ROUNDS, iterations=1)
     matmul_ceiling.measure()
-    gens = benchmark.pedantic(lambda: lm.generate(prompts, decoding, prefix=prefix), rounds=1, iterations=1)
-    harness_s = benchmark.stats.stats.total
-    matmul_ceiling.measure()
-    ceiling = matmul_ceiling.gflops
+    runs = list(benchmark.stats.stats.data)  # seconds per run; ceiling samples [i] and [i + 1] bracket run i
+    ceilings = [max(matmul_ceiling.samples[i : i + 2]) for i in range(len(runs))]
     harness_ids = [g.token_ids for g in gens]
     n_tokens = sum(len(ids) for ids in harness_ids)
     flops = needed_flops(lm.model.config, len(prefix), [len(p) for p in prompts], [len(ids) for ids in harness_ids])
-
+    shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings)]
+    median = sorted(range(len(runs)), key=lambda i: shares[i])[len(runs) // 2]
+    harness_s, ceiling = runs[median], ceilings[median]
     lengths = [len(p) for p in prompts]
     print(f"\n{N_DOCS} prompts of {min(lengths)}-{max(lengths)} tokens (shared prefix {len(prefix)}), "
           f"{NEW_TOKENS} new tokens max, greedy, float32; {n_tokens} tokens generated")
@@ -166,19 +179,23 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
         print(f"  {name:<12} {row['tokens_per_s']:7.1f} generated tokens/s, {row['prompts_per_s']:5.2f} prompts/s "
               f"({row['seconds']:.1f} s), {row['speedup_vs_authors_b1']:.2f}x authors_b1, "
               f"{row['ceiling_share']:.1%} of the float32 matmul ceiling")
-    print(f"  float32 matmul ceiling: {matmul_ceiling.describe()}")
+    print(f"  harness runs: " + ", ".join(f"{t:.1f} s = {x:.1%} of {c:.0f}" for t, x, c in zip(runs, shares, ceilings))
+          + f" GFLOP/s (the median run above); ceiling samples {[round(c) for c in matmul_ceiling.samples]}")
     speedup = table[f"harness_b{BATCH}"]["speedup_vs_authors_b1"]
     share = table[f"harness_b{BATCH}"]["ceiling_share"]
     benchmark.extra_info.update({"tokens_per_s": rate, "ratio_vs_authors_b1": speedup})
     record("generate", table=table, setup={
         "prompts": len(prompts), "prompt_tokens": [min(lengths), max(lengths)], "shared_prefix_tokens": len(prefix),
         "max_new_tokens": NEW_TOKENS, "generated_tokens": n_tokens, "needed_gflop": flops / 1e9,
-        "ceiling_gflop_s": ceiling, "ceiling_samples": matmul_ceiling.samples, "ceiling_best_product": matmul_ceiling.best},
+        "ceiling_gflop_s": ceiling, "ceiling_samples": matmul_ceiling.samples, "ceiling_best_product": matmul_ceiling.best,
+        "harness_runs_s": runs, "harness_run_shares": shares},
         targets={
             "generate-3x": target("GPT-2-small shape: the harness >= 3x the authors' batch-1 loop, identical greedy outputs",
                                   f"{speedup:.2f}x ({rate:.1f} vs {table['authors_b1']['tokens_per_s']:.1f} tokens/s)",
                                   speedup >= 3),
             "generate-ceiling": target("generation >= 65% of the float32 matmul ceiling on the FLOPs actually needed",
-                                       f"{share:.1%} of {matmul_ceiling.describe()}", share >= 0.65),
+                                       f"{share:.1%} of {ceiling:.0f} GFLOP/s, the median of {len(runs)} runs ("
+                                       + ", ".join(f"{x:.1%}" for x in shares) + "; each against the higher of "
+                                       "the sustained ceilings measured just before and after it)", share >= 0.65),
         })
     assert speedup >= 3, "the harness must be at least 3x the authors' batch-1 loop"

@@ -250,7 +250,9 @@ CEILING_NOTE = (
     "`benchmarks/conftest.py`): each time the median rate of back-to-back 2048 x 2048 products over 3 s, the "
     "ceiling being the higher of the two. On this shared machine the fastest product of a 3-s window measured "
     "anywhere from 138 to 182 GFLOP/s across sessions: a burst measured minutes away from the run is not what the "
-    "run could get.")
+    "run could get. Generation times the harness in 3 runs, the ceiling measured before the first and after each: "
+    "each run's share is taken against the higher of the two ceilings around it, and the median run is reported "
+    "(on this machine the sustained ceiling moved between 127 and 169 GFLOP/s within minutes).")
 
 
 def section_generic(title: str, key: str, results: dict, pytest_rows: list[dict], module: str, note: str = "") -> str:

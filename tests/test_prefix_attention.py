@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -33,14 +35,18 @@ def plain_logits(model, ids: list[int]):
 
 @pytest.mark.parametrize("make", [gpt2, llama])
 @pytest.mark.parametrize("prefix_len", [0, 9])
-def test_prefill_and_decoding_equal_the_plain_forward(make, prefix_len):
+@pytest.mark.parametrize("out_in", [False, True], ids=["own-layout", "out-in-weights"])
+def test_prefill_and_decoding_equal_the_plain_forward(make, prefix_len, out_in, monkeypatch):
     model = make()
     assert prefix_attention.supported(model)
+    # out_in: GPT-2's weights stored [out, in]; up to 4 rows (decoding) as W·xᵀ, more (the prefill) the own forward
+    monkeypatch.setattr(prefix_attention, "SMALL_ROWS", 4)
+    layout = prefix_attention.out_in_weights(model) if out_in else contextlib.nullcontext()
     g = torch.Generator().manual_seed(1)
     prefix = torch.randint(0, 97, (prefix_len,), generator=g).tolist()
     rows = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (5, 12, 1, 8)]
     fed = [torch.randint(0, 97, (3,), generator=g).tolist() for _ in rows]  # tokens fed at the steps
-    with torch.inference_mode():
+    with layout, torch.inference_mode():
         batch = prefix_attention.PrefixAttention(model, prefix).rows(rows, 3, prefill_tokens=14)  # packs [5], [12, 1], [8]
         got = [batch.first]
         alive = torch.arange(len(rows))
@@ -56,6 +62,18 @@ def test_prefill_and_decoding_equal_the_plain_forward(make, prefix_len):
     for j, r in enumerate([3, 1]):
         want = plain_logits(model, prefix + rows[r] + fed[r])
         torch.testing.assert_close(last[j], want[len(prefix) + len(rows[r]) + 2], atol=2e-5, rtol=1e-4)
+
+
+def test_out_in_weights_restores_the_layout_and_the_values():
+    model = gpt2()
+    attn = model.transformer.h[0].attn.c_attn  # Conv1D: weight [in, out]
+    before = attn.weight.detach().clone()
+    with prefix_attention.out_in_weights(model):
+        assert attn.weight.t().is_contiguous() and torch.equal(attn.weight, before)
+        x = torch.randn(3, 32)
+        swapped = prefix_attention._few_rows_linear(attn, None, x)
+        torch.testing.assert_close(swapped, attn(x), atol=1e-6, rtol=1e-5)
+    assert attn.weight.is_contiguous() and torch.equal(attn.weight, before)
 
 
 def test_packing_respects_the_budget_and_the_order():
@@ -81,3 +99,12 @@ def test_the_model_keeps_its_own_attention_after_a_call():
         prefix_attention.PrefixAttention(model, [1, 2, 3]).rows([[4, 5], [100]], 1)  # token outside the vocabulary
     assert model.config._attn_implementation == before
     torch.testing.assert_close(plain_logits(model, [1, 2]), logits, atol=0, rtol=0)
+
+
+def test_the_tanh_gelu_matches_the_fused_kernel():
+    import torch.nn.functional as F
+
+    x = torch.cat([torch.randn(10_000) * 4, torch.tensor([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1e20, -1e20])])
+    got = prefix_attention._gelu_tanh(x)
+    torch.testing.assert_close(got, F.gelu(x, approximate="tanh"), atol=1e-6, rtol=1e-6)
+    assert torch.isfinite(got).all()

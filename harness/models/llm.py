@@ -18,6 +18,7 @@ attends to exactly the tokens of its own full prompt at their own positions.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -166,13 +167,20 @@ class TransformersLM(LLM):
 
     # --- the public call --------------------------------------------------------------------------
     def generate(self, prompts, decoding, *, prefix=(), seeds=None, progress=None):
-        import torch
-
         prefix = list(prefix) if (self.prefix_cache and self.supports_prefix_cache) else []
         use_prefix = [bool(prefix) and len(p) > len(prefix) and list(p[: len(prefix)]) == prefix for p in prompts]
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
         results: list[Generation | None] = [None] * len(prompts)
-        # Batches of similar length (longest first, so memory trouble shows at once); ties keep input order.
+        layout = prefix_attention.out_in_weights(self.model) if self.prefix_attention else contextlib.nullcontext()
+        with layout:
+            self._batches(prompts, decoding, prefix, use_prefix, seeds, results, progress)
+        return results  # type: ignore[return-value]
+
+    def _batches(self, prompts, decoding, prefix, use_prefix, seeds, results, progress) -> None:
+        """Fill `results`: batches of similar length (longest first, so memory trouble shows at once); ties keep
+        input order."""
+        import torch
+
         for shared in (True, False):
             idx = [i for i in range(len(prompts)) if use_prefix[i] == shared]
             idx.sort(key=lambda i: -len(prompts[i]))
@@ -190,7 +198,6 @@ class TransformersLM(LLM):
                     results[i] = self.stops.finish(self.tokenizer, ids, lps)
                 if progress:
                     progress(len(batch))
-        return results  # type: ignore[return-value]
 
     # --- decoding ---------------------------------------------------------------------------------
     def _prefix_cache(self, prefix: list[int]):
