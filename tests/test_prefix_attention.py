@@ -36,9 +36,12 @@ def plain_logits(model, ids: list[int]):
 @pytest.mark.parametrize("make", [gpt2, llama])
 @pytest.mark.parametrize("prefix_len", [0, 9])
 @pytest.mark.parametrize("out_in", [False, True], ids=["own-layout", "out-in-weights"])
-def test_prefill_and_decoding_equal_the_plain_forward(make, prefix_len, out_in, monkeypatch):
+@pytest.mark.parametrize("group_cost", [None, 0], ids=["one-group", "a-group-per-row"])
+def test_prefill_and_decoding_equal_the_plain_forward(make, prefix_len, out_in, group_cost, monkeypatch):
     model = make()
     assert prefix_attention.supported(model)
+    if group_cost is not None:  # decoding's rows in groups of their own (the tiny model's default: one group)
+        monkeypatch.setattr(prefix_attention, "GROUP_COST_BYTES", group_cost)
     # out_in: GPT-2's weights stored [out, in]; up to 4 rows (decoding) as W·xᵀ, more (the prefill) the own forward
     monkeypatch.setattr(prefix_attention, "SMALL_ROWS", 4)
     layout = prefix_attention.out_in_weights(model) if out_in else contextlib.nullcontext()
@@ -74,6 +77,14 @@ def test_out_in_weights_restores_the_layout_and_the_values():
         swapped = prefix_attention._few_rows_linear(attn, None, x)
         torch.testing.assert_close(swapped, attn(x), atol=1e-6, rtol=1e-5)
     assert attn.weight.is_contiguous() and torch.equal(attn.weight, before)
+
+
+def test_rows_are_grouped_to_skip_padding_at_a_price_per_group():
+    starts = [0, 0, 5, 5, 100]
+    assert prefix_attention._groups(starts, 1) == [(0, 2, 0, False), (2, 4, 5, False), (4, 5, 100, False)]
+    assert prefix_attention._groups(starts, 11) == [(0, 4, 0, True), (4, 5, 100, False)]  # 10 padded columns < 11
+    assert prefix_attention._groups(starts, 1000) == [(0, 5, 0, True)]
+    assert prefix_attention._groups([3, 1], 1) == [(0, 1, 3, False), (1, 2, 1, False)]  # any order, consecutive rows
 
 
 def test_packing_respects_the_budget_and_the_order():
