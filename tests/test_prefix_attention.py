@@ -50,7 +50,8 @@ def test_prefill_and_decoding_equal_the_plain_forward(make, prefix_len, out_in, 
     rows = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (5, 12, 1, 8)]
     fed = [torch.randint(0, 97, (3,), generator=g).tolist() for _ in rows]  # tokens fed at the steps
     with layout, torch.inference_mode():
-        batch = prefix_attention.PrefixAttention(model, prefix).rows(rows, 3, prefill_tokens=14)  # packs [5], [12, 1], [8]
+        # packed as [5], [12, 1], [8]
+        batch = prefix_attention.PrefixAttention(model, prefix).rows(rows, 3, prefill_tokens=14)
         got = [batch.first]
         alive = torch.arange(len(rows))
         for t in range(2):

@@ -167,37 +167,35 @@ class TransformersLM(LLM):
 
     # --- the public call --------------------------------------------------------------------------
     def generate(self, prompts, decoding, *, prefix=(), seeds=None, progress=None):
+        import torch
+
         prefix = list(prefix) if (self.prefix_cache and self.supports_prefix_cache) else []
         use_prefix = [bool(prefix) and len(p) > len(prefix) and list(p[: len(prefix)]) == prefix for p in prompts]
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
         results: list[Generation | None] = [None] * len(prompts)
+        # (on a CPU, GPT-2's weights stored [out, in] for the call: see `prefix_attention._faster_forwards`)
         layout = prefix_attention.out_in_weights(self.model) if self.prefix_attention else contextlib.nullcontext()
+        # Batches of similar length (longest first, so memory trouble shows at once); ties keep input order.
         with layout:
-            self._batches(prompts, decoding, prefix, use_prefix, seeds, results, progress)
+            for shared in (True, False):
+                idx = [i for i in range(len(prompts)) if use_prefix[i] == shared]
+                idx.sort(key=lambda i: -len(prompts[i]))
+                for start in range(0, len(idx), self.batch_size):
+                    batch = idx[start : start + self.batch_size]
+                    batch_seeds = [seeds[i] for i in batch]
+                    with torch.inference_mode():
+                        if shared:
+                            outs = self._causal([list(prompts[i][len(prefix):]) for i in batch], decoding,
+                                                batch_seeds, prefix)
+                        elif self.seq2seq:
+                            outs = self._seq2seq([list(prompts[i]) for i in batch], decoding, batch_seeds)
+                        else:
+                            outs = self._causal([list(prompts[i]) for i in batch], decoding, batch_seeds, [])
+                    for i, (ids, lps) in zip(batch, outs):
+                        results[i] = self.stops.finish(self.tokenizer, ids, lps)
+                    if progress:
+                        progress(len(batch))
         return results  # type: ignore[return-value]
-
-    def _batches(self, prompts, decoding, prefix, use_prefix, seeds, results, progress) -> None:
-        """Fill `results`: batches of similar length (longest first, so memory trouble shows at once); ties keep
-        input order."""
-        import torch
-
-        for shared in (True, False):
-            idx = [i for i in range(len(prompts)) if use_prefix[i] == shared]
-            idx.sort(key=lambda i: -len(prompts[i]))
-            for start in range(0, len(idx), self.batch_size):
-                batch = idx[start : start + self.batch_size]
-                with torch.inference_mode():
-                    if shared:
-                        outs = self._causal([list(prompts[i][len(prefix):]) for i in batch], decoding,
-                                            [seeds[i] for i in batch], prefix)
-                    elif self.seq2seq:
-                        outs = self._seq2seq([list(prompts[i]) for i in batch], decoding, [seeds[i] for i in batch])
-                    else:
-                        outs = self._causal([list(prompts[i]) for i in batch], decoding, [seeds[i] for i in batch], [])
-                for i, (ids, lps) in zip(batch, outs):
-                    results[i] = self.stops.finish(self.tokenizer, ids, lps)
-                if progress:
-                    progress(len(batch))
 
     # --- decoding ---------------------------------------------------------------------------------
     def _prefix_cache(self, prefix: list[int]):

@@ -87,7 +87,8 @@ def _faster_forwards(model) -> list[tuple[Any, Callable]]:
         if kind == "NewGELUActivation":
             swaps.append((module, _gelu_tanh))
         elif kind in ("Linear", "Conv1D") and module.weight.device.type == "cpu" and module.weight.dim() == 2:
-            swaps.append((module, functools.partial(_few_rows_linear, module, None if module is head else SMALL_ROWS)))
+            limit = None if module is head else SMALL_ROWS
+            swaps.append((module, functools.partial(_few_rows_linear, module, limit)))
     return [(module, fn) for module, fn in swaps if "forward" not in vars(module)]
 
 
