@@ -330,12 +330,17 @@ class TransformersLM(LLM):
         rows = list(range(n))  # which original row each batch position is
         gens = [_generator(s, logits.device) for s in seeds] if decoding.do_sample else None
         for t in range(decoding.max_new_tokens):
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            # Greedy: the first highest logit, as transformers' argmax. The chosen token's log-prob is its logit
+            # minus log Σ exp(logits), shifted by the max: no full log-softmax (the output layer may leave the
+            # logits transposed, and a log-softmax would copy them first).
+            logits = logits.float()
+            top, best = logits.max(dim=-1)
+            norm = top + (logits - top[:, None]).exp_().sum(dim=-1).log_()
             if decoding.do_sample:
-                chosen = torch.stack([_sample(logits[b].float(), decoding, gens[r]) for b, r in enumerate(rows)])
+                chosen = torch.stack([_sample(logits[b], decoding, gens[r]) for b, r in enumerate(rows)])
             else:
-                chosen = logprobs.argmax(dim=-1)
-            picked = logprobs.gather(1, chosen[:, None])[:, 0]
+                chosen = best
+            picked = logits.gather(1, chosen[:, None])[:, 0] - norm
             for b, r in enumerate(rows):
                 out_ids[r].append(int(chosen[b]))
                 out_lps[r].append(float(picked[b]))
