@@ -261,4 +261,5 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-STAGE = Stage(name="generate", version=1, kind="queries", params=Params, run=run, resumable=True)
+# version 2: the greedy token is the first highest logit and its log-prob logit - logsumexp (was: from a log-softmax)
+STAGE = Stage(name="generate", version=2, kind="queries", params=Params, run=run, resumable=True)
