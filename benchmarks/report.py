@@ -247,9 +247,9 @@ def section_targets(results: dict) -> str:
 
 CEILING_NOTE = (
     "The float32 matmul ceiling is measured just before and just after the timed harness run (`Ceiling` in "
-    "`benchmarks/conftest.py`): each time the median rate of back-to-back 2048 x 2048 products over 3 s (written "
-    "into one output tensor: no allocation timed), the ceiling being the higher of the two. On this shared machine "
-    "the fastest product of a 3-s window measured "
+    "`benchmarks/conftest.py`): each time the median rate of back-to-back 2048 x 2048 products over 3 s (since "
+    "2026-11-24 written into one output tensor, no allocation timed; the reranking rows predate that), the ceiling "
+    "being the higher of the two. On this shared machine the fastest product of a 3-s window measured "
     "anywhere from 138 to 182 GFLOP/s across sessions: a burst measured minutes away from the run is not what the "
     "run could get. Generation times the harness in 3 runs, the ceiling measured before the first and after each: "
     "each run's share is taken against the higher of the two ceilings around it, and the median run is reported "
