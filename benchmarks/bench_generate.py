@@ -2,8 +2,9 @@
 
 A GPT-2-small-shaped model (random weights: `tiny:gpt2-small`) writes queries for the same InPars
 (vanilla) prompts, 400-600 tokens long, greedy, `max_new_tokens` new tokens each, three ways in one run:
-- the authors' loop (inpars/inpars.py): prompts in sampled order, batch 1 (and batch 8, padded to the
-  longest member), `model.generate(..., output_scores=True)` on the full prompt, eos = the newline token;
+- the authors' loop (inpars/inpars.py) on the model as transformers loads it (its own copy: the harness stores
+  GPT-2's weights [out, in]): prompts in sampled order, batch 1 (and batch 8, padded to the longest member),
+  `model.generate(..., output_scores=True)` on the full prompt, eos = the newline token;
 - the harness: batches by prompt length, the shared few-shot prefix's keys/values computed once and kept once
   for the whole batch (`prefix_cache`, `harness/models/prefix_attention.py`), the prompts' own tokens packed into
   one prefill, finished rows dropped, logits for the last position only; timed in HARNESS_BENCH_ROUNDS runs
@@ -42,6 +43,7 @@ AUTHORS_BATCHES = (1, 8)  # the authors' default, and their loop batched
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     import torch
+    from transformers import AutoModelForCausalLM
 
     from harness.data import beir, sample
     from harness.models.llm import TransformersLM
@@ -51,6 +53,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     path = materialize("tiny:gpt2-small", tmp_path_factory.getbasetemp() / "models")
     lm = TransformersLM.load(path, batch_size=BATCH, prefix_cache=True)
+    authors_model = AutoModelForCausalLM.from_pretrained(path).eval()  # theirs, as transformers loads it
     folder = tmp_path_factory.mktemp("sample")
     sample.build(folder)
     texts = [beir.doc_text(d.title, d.text) for d in beir.iter_corpus(folder / "corpus.jsonl")]
@@ -67,7 +70,7 @@ def setup(tmp_path_factory):
         text = builder.build(f"d{i}", doc)[0]
         prompts.append(lm.encode(text))
         texts_out.append(text)
-    return lm, prefix, prompts, texts_out
+    return lm, authors_model, prefix, prompts, texts_out
 
 
 def bench_template(folder):
@@ -87,11 +90,10 @@ def bench_template(folder):
     return load_template(str(path))
 
 
-def authors_loop(lm, texts, batch_size):
+def authors_loop(tok, model, texts, batch_size):
     """inpars/inpars.py `InPars.generate`, minus the TF branch: generated token ids and log-probs per prompt."""
     import torch
 
-    tok, model = lm.tokenizer, lm.model
     tok.pad_token = tok.eos_token
     newline = tok.convert_tokens_to_ids("Ċ")
     out_ids = []
@@ -134,14 +136,14 @@ def needed_flops(config, prefix: int, prompts: list[int], generated: list[int]) 
 def test_generation_throughput(benchmark, setup, matmul_ceiling):
     from harness.models.llm import Decoding
 
-    lm, prefix, prompts, texts = setup
+    lm, authors_model, prefix, prompts, texts = setup
     decoding = Decoding(max_new_tokens=NEW_TOKENS)
     lm.generate(prompts[:1], Decoding(max_new_tokens=2), prefix=prefix)  # warm-up (thread pool, prefix cache)
 
     timings = {}
     for batch in AUTHORS_BATCHES:
         start = time.perf_counter()
-        ids = authors_loop(lm, texts, batch)
+        ids = authors_loop(lm.tokenizer, authors_model, texts, batch)
         timings[f"authors_b{batch}"] = (ids, time.perf_counter() - start)
 
     # The harness in ROUNDS timed runs, the matmul ceiling measured before the first and after each (`Ceiling`):

@@ -18,7 +18,6 @@ attends to exactly the tokens of its own full prompt at their own positions.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import math
@@ -143,6 +142,8 @@ class TransformersLM(LLM):
         self._takes_positions = "position_ids" in params
         self._takes_keep = "logits_to_keep" in params
         self.prefix_attention = prefix_attention.supported(model)  # else: transformers' own cache, one prefix copy per row
+        if self.prefix_attention:  # (on a CPU, GPT-2's weights stored [out, in]: see `prefix_attention._faster_forwards`)
+            prefix_attention.out_in_weights(model)
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_kv: Any = None
 
@@ -173,28 +174,25 @@ class TransformersLM(LLM):
         use_prefix = [bool(prefix) and len(p) > len(prefix) and list(p[: len(prefix)]) == prefix for p in prompts]
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
         results: list[Generation | None] = [None] * len(prompts)
-        # (on a CPU, GPT-2's weights stored [out, in] for the call: see `prefix_attention._faster_forwards`)
-        layout = prefix_attention.out_in_weights(self.model) if self.prefix_attention else contextlib.nullcontext()
         # Batches of similar length (longest first, so memory trouble shows at once); ties keep input order.
-        with layout:
-            for shared in (True, False):
-                idx = [i for i in range(len(prompts)) if use_prefix[i] == shared]
-                idx.sort(key=lambda i: -len(prompts[i]))
-                for start in range(0, len(idx), self.batch_size):
-                    batch = idx[start : start + self.batch_size]
-                    batch_seeds = [seeds[i] for i in batch]
-                    with torch.inference_mode():
-                        if shared:
-                            outs = self._causal([list(prompts[i][len(prefix):]) for i in batch], decoding,
-                                                batch_seeds, prefix)
-                        elif self.seq2seq:
-                            outs = self._seq2seq([list(prompts[i]) for i in batch], decoding, batch_seeds)
-                        else:
-                            outs = self._causal([list(prompts[i]) for i in batch], decoding, batch_seeds, [])
-                    for i, (ids, lps) in zip(batch, outs):
-                        results[i] = self.stops.finish(self.tokenizer, ids, lps)
-                    if progress:
-                        progress(len(batch))
+        for shared in (True, False):
+            idx = [i for i in range(len(prompts)) if use_prefix[i] == shared]
+            idx.sort(key=lambda i: -len(prompts[i]))
+            for start in range(0, len(idx), self.batch_size):
+                batch = idx[start : start + self.batch_size]
+                batch_seeds = [seeds[i] for i in batch]
+                with torch.inference_mode():
+                    if shared:
+                        outs = self._causal([list(prompts[i][len(prefix):]) for i in batch], decoding,
+                                            batch_seeds, prefix)
+                    elif self.seq2seq:
+                        outs = self._seq2seq([list(prompts[i]) for i in batch], decoding, batch_seeds)
+                    else:
+                        outs = self._causal([list(prompts[i]) for i in batch], decoding, batch_seeds, [])
+                for i, (ids, lps) in zip(batch, outs):
+                    results[i] = self.stops.finish(self.tokenizer, ids, lps)
+                if progress:
+                    progress(len(batch))
         return results  # type: ignore[return-value]
 
     # --- decoding ---------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def _faster_forwards(model) -> list[tuple[Any, Callable]]:
       stored [out, in], and the output layer so for any number of rows: for a few rows against a weight read from
       memory the BLAS runs that shape 1.3-1.6x faster than x·Wᵀ (GPT-2's output layer, 32 rows: 33 vs 58 ms); for
       many rows (a prefill) x·Wᵀ is as fast or faster and is kept. GPT-2's `Conv1D` stores its weight [in, out]:
-      it runs so only inside `out_in_weights`. The output layer's product goes in blocks of `OUTPUT_BLOCK`
+      it runs so only after `out_in_weights`. The output layer's product goes in blocks of `OUTPUT_BLOCK`
       vocabulary rows (the same sums: bitwise the same logits): GPT-2's, 32 rows, 22-26 ms against 30-37 in one
       product of 50,257 rows; a decoding step of the generation benchmark 10-20 ms shorter (A/B in one process,
       medians 155 vs 164 and 190 vs 210 ms). Splitting the other layers' products so gained nothing measurable.
@@ -127,21 +127,15 @@ def _few_rows_linear(module, rows_limit, x):
     return (out.T if rows_limit is None else out.T.contiguous()).view(*x.shape[:-1], -1)
 
 
-@contextlib.contextmanager
-def out_in_weights(model):
-    """GPT-2's `Conv1D` weights ([in, out]) stored [out, in] for the duration (same values, the [in, out] view of
-    the new storage, which the module's own forward accepts), restored after: see `_faster_forwards`. One copy of
-    each weight in turn, each way; nothing changes for other models or off the CPU."""
-    changed = []
+def out_in_weights(model) -> None:
+    """GPT-2's `Conv1D` weights ([in, out]) stored [out, in] from now on: same values, each module's weight the
+    [in, out] view of the new storage, which its own forward accepts (x·Wᵀ, as `nn.Linear` computes): see
+    `_faster_forwards`. One weight copied at a time; nothing changes for other models or off the CPU. Done once
+    per model (`TransformersLM` on these models): a copy each way per call cost 0.33 s of the generation
+    benchmark's 19-s call."""
     for module in model.modules():
         if type(module).__name__ == "Conv1D" and module.weight.device.type == "cpu" and module.weight.is_contiguous():
             module.weight.data = module.weight.data.t().contiguous().t()
-            changed.append(module)
-    try:
-        yield
-    finally:
-        for module in changed:
-            module.weight.data = module.weight.data.contiguous()
 
 
 @contextlib.contextmanager
