@@ -22,16 +22,15 @@ the harness's batch: HARNESS_BENCH_BATCH (default 32, as `--set generate.batch_s
 from __future__ import annotations
 
 import os
-import random
-import time
-
 import pathlib
+import random
 import sys
+import time
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _record import record, target  # noqa: E402
+from _record import record, target
 
 N_DOCS = int(os.environ.get("HARNESS_BENCH_DOCS", "32"))
 NEW_TOKENS = int(os.environ.get("HARNESS_BENCH_NEW_TOKENS", "48"))
@@ -152,18 +151,12 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
         lm._prefix_key = None  # the harness pays for its prefix cache inside each timed run
         return lm.generate(prompts, decoding, prefix=prefix)
 
-    def before_run():
-        matmul_ceiling.measure()
-
-    gens = benchmark.pedantic(one_run, setup=before_run, rounds=ROUNDS, iterations=1)
-    matmul_ceiling.measure()
-    runs = list(benchmark.stats.stats.data)  # seconds per run; ceiling samples [i] and [i + 1] bracket run i
-    ceilings = [max(matmul_ceiling.samples[i : i + 2]) for i in range(len(runs))]
+    gens, runs, ceilings = matmul_ceiling.timed_runs(benchmark, one_run, ROUNDS)
     harness_ids = [g.token_ids for g in gens]
     n_tokens = sum(len(ids) for ids in harness_ids)
     flops = needed_flops(lm.model.config, len(prefix), [len(p) for p in prompts], [len(ids) for ids in harness_ids])
     shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings)]
-    median = sorted(range(len(runs)), key=lambda i: shares[i])[len(runs) // 2]
+    median = matmul_ceiling.median_run(shares)
     harness_s, ceiling = runs[median], ceilings[median]
     lengths = [len(p) for p in prompts]
     print(f"\n{N_DOCS} prompts of {min(lengths)}-{max(lengths)} tokens (shared prefix {len(prefix)}), "
@@ -181,7 +174,7 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
         print(f"  {name:<12} {row['tokens_per_s']:7.1f} generated tokens/s, {row['prompts_per_s']:5.2f} prompts/s "
               f"({row['seconds']:.1f} s), {row['speedup_vs_authors_b1']:.2f}x authors_b1, "
               f"{row['ceiling_share']:.1%} of the float32 matmul ceiling")
-    print(f"  harness runs: " + ", ".join(f"{t:.1f} s = {x:.1%} of {c:.0f}" for t, x, c in zip(runs, shares, ceilings))
+    print("  harness runs: " + ", ".join(f"{t:.1f} s = {x:.1%} of {c:.0f}" for t, x, c in zip(runs, shares, ceilings))
           + f" GFLOP/s (the median run above); ceiling samples {[round(c) for c in matmul_ceiling.samples]}")
     speedup = table[f"harness_b{BATCH}"]["speedup_vs_authors_b1"]
     share = table[f"harness_b{BATCH}"]["ceiling_share"]

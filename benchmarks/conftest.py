@@ -25,12 +25,12 @@ def matmul_rates(n: int = 2048, seconds: float = 3.0, dtype=None) -> list[float]
 
 
 class Ceiling:
-    """The machine's float32 matmul ceiling around a timed run, for the share of it that the run reaches.
+    """The machine's float32 matmul ceiling around timed runs, for the share of it that each run reaches.
 
     On a shared machine the rate a large product reaches moves with the neighbours' load (the fastest product of a
     3-s window: 138 to 182 GFLOP/s across sessions here), and a burst overstates what minutes of work can get: so
-    `measure()` is called just before and just after the timed run, each time the median rate over 3 s of
-    products (sustained), and the ceiling is the higher of the two (the run's share is then the lower one).
+    `measure()` is called just before and just after each timed run (`timed_runs`), each time the median rate over
+    3 s of products (sustained), and a run's ceiling is the higher of the two (its share then the lower one).
     """
 
     def __init__(self):
@@ -43,21 +43,28 @@ class Ceiling:
         self.best = max(self.best, *rates)
         return self.samples[-1]
 
-    @property
-    def gflops(self) -> float:
-        if not self.samples:
+    def timed_runs(self, benchmark, fn, rounds: int):
+        """`fn` timed by pytest-benchmark in `rounds` runs, the ceiling measured before the first and after each:
+        (the last run's result, seconds per run, each run's ceiling: the higher of the two measured around it)."""
+        def before():  # (returning None: pytest-benchmark takes a setup's return value for the arguments)
             self.measure()
-        return max(self.samples)
 
-    def describe(self) -> str:
-        return (f"{self.gflops:.0f} GFLOP/s (sustained, the higher of "
-                f"{' and '.join(f'{s:.0f}' for s in self.samples)} measured before and after; best product "
-                f"{self.best:.0f})")
+        first = len(self.samples)
+        result = benchmark.pedantic(fn, setup=before, rounds=rounds, iterations=1)
+        self.measure()
+        runs = list(benchmark.stats.stats.data)
+        around = self.samples[first:]
+        return result, runs, [max(around[i : i + 2]) for i in range(len(runs))]
+
+    @staticmethod
+    def median_run(shares: list[float]) -> int:
+        """The index of the run with the median share of its ceiling (the middle one of an odd number)."""
+        return sorted(range(len(shares)), key=lambda i: shares[i])[len(shares) // 2]
 
 
 @pytest.fixture
 def matmul_ceiling() -> Ceiling:
-    """A `Ceiling` to `measure()` just before and just after the timed run."""
+    """A `Ceiling`: `timed_runs` times a function with the ceiling measured around each run."""
     return Ceiling()
 
 
