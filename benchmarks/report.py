@@ -246,17 +246,18 @@ def section_targets(results: dict) -> str:
 
 
 CEILING_NOTE = (
-    "The float32 matmul ceiling is measured just before and just after the timed harness run (`Ceiling` in "
-    "`benchmarks/conftest.py`): each time the median rate of back-to-back 2048 x 2048 products over 3 s (since "
-    "2026-11-24 written into one output tensor, no allocation timed; the reranking rows predate that), the ceiling "
-    "being the higher of the two. On this shared machine the fastest product of a 3-s window measured "
-    "anywhere from 138 to 182 GFLOP/s across sessions: a burst measured minutes away from the run is not what the "
-    "run could get. Generation times the harness in 3 runs, the ceiling measured before the first and after each: "
-    "each run's share is taken against the higher of the two ceilings around it, and the median run is reported "
-    "(on this machine the sustained ceiling moved between 127 and 169 GFLOP/s within minutes, once to 91).")
+    "The float32 matmul ceiling is measured just before and just after each timed harness run (`Ceiling` in "
+    "`benchmarks/conftest.py`): each time the median rate of back-to-back 2048 x 2048 products over 3 s, written "
+    "into one output tensor (no allocation timed). Float32 reranking and generation time the harness in 3 runs: "
+    "each run's share is taken against the higher of the two ceilings around it, and the median run is reported. "
+    "On this shared machine the sustained ceiling moves with the neighbours' load, between 127 and 177 GFLOP/s "
+    "within minutes (once 91): a burst measured minutes away from the run is not what the run could get, and the "
+    "share moves with it while the run's own rate moves less (generation on 2026-11-24, 17.7-21.3 s per run, "
+    "83-97 GFLOP/s: 58-64% of ceilings of 137-139, 50-56% of 151-177).")
 GENERATE_NOTE = CEILING_NOTE + (
-    " The authors' loops run in the same process on the same model object, loaded by the harness: they get the same "
-    "allocator setting (`harness/models/allocator.py`, from 2026-11-24), which made their batch-8 loop faster.")
+    " The authors' loops run in the same process on their own copy of the model, as transformers loads it (the "
+    "harness stores GPT-2's weights [out, in]); they get the same allocator setting (`harness/models/allocator.py`, "
+    "set for the process when the harness loads its model), which made their batch-8 loop faster.")
 
 
 def section_generic(title: str, key: str, results: dict, pytest_rows: list[dict], module: str, note: str = "") -> str:
