@@ -167,12 +167,12 @@ def _report(name, pairs, authors, scores, seconds, ceiling=None):
 def test_rerank_float32_vs_authors_loop(benchmark, pairs, authors, matmul_ceiling):
     from harness.models.rerankers import load_reranker
 
-    shape, path, queries, docs, _, _ = pairs
+    shape, path, queries, docs, _, lengths = pairs
     reranker = load_reranker(path, "monot5", batch_size=BATCH)
     reranker.score(queries[:BATCH], docs[:BATCH])  # warm-up
     # ROUNDS timed runs, the ceiling measured before the first and after each; the median share is reported
     scores, runs, ceilings = matmul_ceiling.timed_runs(benchmark, lambda: reranker.score(queries, docs), ROUNDS)
-    flops = useful_flops(path, pairs[5])
+    flops = useful_flops(path, lengths)
     shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings)]
     median = matmul_ceiling.median_run(shares)
     how = (f"the median of {len(runs)} runs: " + ", ".join(f"{x:.1%} of {c:.0f}" for x, c in zip(shares, ceilings))
