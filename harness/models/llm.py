@@ -123,6 +123,9 @@ class TransformersLM(LLM):
 
     GPU options: `dtype` float16/bfloat16, `device_map="auto"` to spread a large model over the GPUs
     (accelerate), `load_in_8bit` when bitsandbytes is installed.
+
+    The model passed in is used in place: on a CPU, a GPT-2-style model's `Conv1D` weights are stored [out, in] from
+    construction on (same values, the module's forward unchanged but for float rounding order: `out_in_weights`).
     """
 
     name = "transformers"
