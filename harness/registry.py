@@ -45,6 +45,10 @@ class Entry(BaseModel):
     licence: str = ""
     provenance: str
     known_gap: str | None = None
+    # False when what was published cannot serve (an empty repository): the stage is regenerated instead.
+    usable: bool = True
+    # Why the repository name could not be confirmed from public evidence (shown by `harness plan`); None: confirmed.
+    unverified: str | None = None
     note: str | None = None
     superseded_by: str | None = None
 
@@ -225,7 +229,7 @@ class Registry:
         entry = self.entries[entry_id]
         if entry.superseded_by:
             raise HarnessError(f"Registry entry {entry_id} is superseded by {entry.superseded_by}: use that id.")
-        if entry.known_gap and "empty" in entry.known_gap:
+        if not entry.usable:
             raise HarnessError(f"Registry entry {entry_id}: {entry.known_gap}; regenerate this stage instead.")
         return entry
 

@@ -32,6 +32,9 @@ class Params(StageParams):
     model: str
     model_revision: str | None = None
     kind: Literal["monot5", "flan-t5", "cross-encoder"] = "monot5"
+    # adafactor: transformers' Adafactor as T5's finetuning runs it (fixed learning rate, no relative step, no
+    # parameter scaling, no warmup init); adamw: torch's AdamW (as transformers' Trainer by default).
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
     learning_rate: float = 3e-4
     lr_schedule: Literal["constant", "linear"] = "constant"
     batch_size: int = 128  # examples per optimizer step (a triple gives two examples)
@@ -108,10 +111,14 @@ def _optimizer(model, params, total_steps):
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=params.learning_rate, foreach=False,
-    )
+    groups = [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if params.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        optimizer = Adafactor(groups, lr=params.learning_rate, scale_parameter=False, relative_step=False,
+                              warmup_init=False)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=params.learning_rate, foreach=False)
     warmup = params.warmup_steps
 
     def factor(step: int) -> float:
