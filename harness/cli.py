@@ -80,6 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--output", "-o", type=Path, default=None)
             p.add_argument("--readme", type=Path, default=None, metavar="README.md",
                            help="write the (markdown) table into the README's results section")
+            p.add_argument("--significance", choices=("t-test", "randomization"), default=None,
+                           help="test each recipe against the first on the per-query scores of the headline metric "
+                                "(read from the store): paired t-test or Fisher's randomization test")
+            p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+            p.add_argument("--correction", choices=("none", "holm"), default="none",
+                           help="multiple-testing correction over the table's tests (default: none)")
+            p.add_argument("--resamples", type=int, default=10_000, metavar="N",
+                           help="randomization test: random relabellings (default: 10000)")
+            p.add_argument("--seed", type=int, default=0, help="randomization test: random seed (default: 0)")
+            p.add_argument("--reference", action="append", default=None, metavar="LABEL",
+                           help="keep only the reported numbers of this reference label (e.g. 'InPars-v2 Table 1'); "
+                                "repeatable")
+            p.add_argument("--scale", type=float, default=1.0, choices=(1.0, 100.0),
+                           help="print scores x1 (0.6789) or x100 (67.89) as IR papers do; CSV keeps 0-1 values")
+            p.add_argument("--digits", type=int, default=None, help="decimals (default: 4, or 2 with --scale 100)")
+            p.add_argument("--highlight", choices=("best+second", "best", "none"), default="best+second",
+                           help="LaTeX: best of each row in bold, second best underlined (default: best+second)")
+    p = sub.add_parser("diff", help="per-query analysis of one recipe against another on a dataset")
+    p.add_argument("a", metavar="A", help="the recipe compared against")
+    p.add_argument("b", metavar="B", help="the recipe whose gains and losses are listed")
+    p.add_argument("--dataset", "-d", required=True)
+    p.add_argument("--metric", default="nDCG@10", help="per-query metric (default: nDCG@10)")
+    p.add_argument("--top", type=int, default=10, help="how many gains and losses to list (default: 10)")
+    p.add_argument("--output", "-o", type=Path, default=None, metavar="PLOTBASE",
+                   help="write the sorted per-query differences to PLOTBASE.png and PLOTBASE.svg "
+                        "(default: diff-A-B-DATASET in the current folder)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
     p = sub.add_parser("lock", help="pin registry entries: resolve to a commit and record every file's sha256")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--user", action="store_true", help="record in the store's user lock instead of registry.lock")
@@ -283,9 +310,14 @@ def cmd_compare(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from harness.tables import render
+    from harness.tables import Options, build, render
 
-    text = render(_rows(args), args.format, title=", ".join(args.recipes))
+    options = Options(significance=args.significance, alpha=args.alpha, correction=args.correction,
+                      resamples=args.resamples, seed=args.seed, references=tuple(args.reference or ()),
+                      scale=args.scale, digits=args.digits, highlight=args.highlight)
+    table = build(args.recipes, args.results_dir, args.dataset, _store(args) if args.significance else None, options,
+                  pinned=args.pinned)
+    text = render(table, args.format)
     if args.readme:
         from harness.tables import update_readme
 
@@ -296,6 +328,17 @@ def cmd_table(args) -> int:
         print(f"wrote {args.output}")
     else:
         print(text, end="")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from harness import diff
+
+    d = diff.load(args.a, args.b, args.dataset, args.metric, args.results_dir, _store(args))
+    print(diff.report(d, args.top), end="")
+    base = args.output or Path(f"diff-{args.a}-{args.b}-{args.dataset.replace('/', '--')}")
+    if d.changes:
+        print("wrote " + ", ".join(map(str, diff.plot(d, base))))
     return 0
 
 
@@ -347,6 +390,7 @@ _COMMANDS = {
     "reproduce": cmd_reproduce,
     "compare": cmd_compare,
     "table": cmd_table,
+    "diff": cmd_diff,
 }
 
 if __name__ == "__main__":
