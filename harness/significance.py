@@ -36,7 +36,7 @@ def paired(
     drawn from `seed` (scipy enumerates every relabelling exactly when there are fewer).
     """
     import numpy as np
-    from scipy import stats
+    from scipy import stats  # type: ignore[import-untyped]
 
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; known: {', '.join(TESTS)}")

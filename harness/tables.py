@@ -77,7 +77,9 @@ class Table:
     @classmethod
     def from_rows(cls, rows: list[Row], title: str = "", options: Options | None = None) -> Table:
         """A table of comparison rows alone (no seeds, no tests): what `harness compare` prints."""
-        systems, metric, ours = [], {}, {}
+        systems: list[str] = []
+        metric: dict[str, str] = {}
+        ours: dict[tuple[str, str], Ours] = {}
         for r in rows:
             if r.recipe not in systems:
                 systems.append(r.recipe)
@@ -200,6 +202,7 @@ def _test(table: Table, results: dict, store) -> None:
     from harness.significance import holm, paired
 
     o = table.options
+    test = o.significance or "t-test"
     base = table.systems[0]
     metric = table.metric[base]
     other = [n for n in table.systems[1:] if table.metric[n] != metric]
@@ -216,7 +219,7 @@ def _test(table: Table, results: dict, store) -> None:
             if dataset not in results[name] or name == base:
                 continue
             scores = per_query(results[name][dataset], metric, store)
-            cell.test = paired(baseline.scores, scores.scores, o.significance, o.resamples, o.seed)
+            cell.test = paired(baseline.scores, scores.scores, test, o.resamples, o.seed)
             done.append(cell)
     p_values = [c.test.p_value for c in done if c.test]
     adjusted = holm(p_values) if o.correction == "holm" else p_values
@@ -433,6 +436,7 @@ def delta_chart_svg(t: Table) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     o = t.options
     vs_reported = [r for r in t.rows if r.delta is not None]
@@ -474,6 +478,11 @@ def delta_chart_svg(t: Table) -> str:
             ax.invert_yaxis()
             ax.axvline(0, color="black", linewidth=0.6)
             ax.set_title(f"each system − {t.systems[0]}")
+        for ax in axes[:, 0]:  # symmetric around 0, so that gains and losses read alike
+            low, high = ax.get_xlim()
+            limit = max(abs(low), abs(high)) * 1.1 or 1.0
+            ax.set_xlim(-limit, limit)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
         fig.tight_layout()
         out = io.StringIO()
         fig.savefig(out, format="svg", metadata={"Date": None})
