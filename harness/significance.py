@@ -90,13 +90,14 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def describe(test: str, alpha: float, correction: str, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-             seeds_averaged: bool = False) -> str:
+             seeds_averaged: bool = False, step: float | None = None) -> str:
     """The legend line: which test, at which level, with which correction, on which scores."""
     if test == "t-test":
         what = "paired two-sided t-test"
     else:
+        step = step or 1 / (resamples + 1)
         what = (f"two-sided Fisher randomization test ({resamples:,} resamples, seed {seed}, "
-                f"p resolution 1/{resamples + 1:,})")
+                f"p resolution 1/{round(1 / step):,})")
     corr = ", Holm-Bonferroni corrected over the table's tests" if correction == "holm" else ", no correction"
     scores = "per-query means over seeds" if seeds_averaged else "per-query scores"
     return f"p < {alpha:g} against the first system ({what} on {scores}{corr})"

@@ -60,6 +60,7 @@ class Ours:
     test: Paired | None = None
     p_value: float | None = None  # the p-value the decision uses (Holm-adjusted with --correction holm)
     significant: bool = False
+    note: str = ""  # e.g. queries scored for one of the two systems only, left out of the test
 
 
 @dataclass
@@ -118,8 +119,11 @@ class Table:
         if o.significance and len(self.systems) > 1:
             averaged = any(c.test is not None and c.seeds > 1 for c in self.ours.values()) or any(
                 c.seeds > 1 for (r, _), c in self.ours.items() if r == self.systems[0])
-            lines.append(f"{DAGGER} " + describe(o.significance, o.alpha, o.correction, o.resamples, o.seed, averaged)
+            steps = {c.test.resolution for c in self.ours.values() if c.test is not None}
+            lines.append(f"{DAGGER} " + describe(o.significance, o.alpha, o.correction, o.resamples, o.seed, averaged,
+                                                 steps.pop() if len(steps) == 1 else None)
                          + f"; first system: {self.systems[0]}.")
+            lines += [f"{r} on {d}: {c.note}." for (r, d), c in self.ours.items() if c.note]
         seeds = {r: c.seeds for (r, _), c in self.ours.items() if c.seeds > 1}
         if seeds:
             lines.append("± sample standard deviation over seeds (" + ", ".join(f"{r}: {n} seeds" for r, n in seeds.items())
@@ -220,6 +224,9 @@ def _test(table: Table, results: dict, store) -> None:
                 continue
             scores = per_query(results[name][dataset], metric, store)
             cell.test = paired(baseline.scores, scores.scores, test, o.resamples, o.seed)
+            if cell.test.n < max(len(baseline.scores), len(scores.scores)):
+                cell.note = (f"tested on the {cell.test.n} queries both were scored on ({base} {len(baseline.scores)}, "
+                             f"{name} {len(scores.scores)})")
             done.append(cell)
     p_values = [c.test.p_value for c in done if c.test]
     adjusted = holm(p_values) if o.correction == "holm" else p_values
@@ -331,14 +338,21 @@ def latex(rows: list[Row] | Table, title: str = "") -> str:
     t = rows if isinstance(rows, Table) else Table.from_rows(rows, title)
     o = t.options
     esc = _latex_escape
-    groups = []  # (system, reference labels)
+    groups: list[tuple[str, list[str]]] = []  # (system, reference column labels)
+    expected: dict[tuple[str, str, str], float | None] = {}
     for system in t.systems:
-        labels = []
+        labels: list[str] = []
         for r in t.rows:
-            if r.recipe == system and r.metric == t.metric[system] and r.reference and r.reference not in labels:
-                labels.append(r.reference)
+            if r.recipe != system or r.metric != t.metric[system] or not r.reference:
+                continue
+            label, k = r.reference, 1
+            while (system, label, r.dataset) in expected:  # two references with one label: two columns, none lost
+                k += 1
+                label = f"{r.reference} ({k})"
+            expected[(system, label, r.dataset)] = r.expected
+            if label not in labels:
+                labels.append(label)
         groups.append((system, labels))
-    expected = {(r.recipe, r.reference, r.dataset): r.expected for r in t.rows if r.metric == t.metric[r.recipe]}
     widths = [len(labels) + 1 + bool(labels) for _, labels in groups]
     datasets = t.datasets
     lines = [

@@ -218,3 +218,23 @@ def test_real_scifact_pair(beir_dir, store, tmp_path, capsys):
     p = table.ours[("bm25-multifield", "scifact")].p_value
     assert (p < 0.05) == (want_t < 0.05) and p == pytest.approx(want_t, abs=0.02)
     print(f"SciFact nDCG@10 bm25-multifield vs bm25-flat: t-test p={want_t:.4f}, randomization p={p:.4f}")
+
+
+def test_two_references_with_one_label_keep_both_numbers():
+    from harness.compare import Row
+
+    rows = [Row("x", "scifact", "nDCG@10", "Paper Table 1", 0.70, 0.71, 0.01, 0.01, "ok"),
+            Row("x", "scifact", "nDCG@10", "Paper Table 1", 0.65, 0.71, 0.06, 0.01, "above")]
+    tex = render(rows, "latex", "t")
+    assert "Paper Table 1 & Paper Table 1 (2) & Ours" in tex and "0.7000 & 0.6500 & 0.7100" in tex
+
+
+def test_queries_scored_for_one_system_only_are_left_out_and_said(tmp_path, store):
+    base = _queries(1)
+    write_results(tmp_path, store, "bm25-flat", "scifact", {None: base})
+    fewer = {q: v for q, v in _noisy(base, 0.02, 3).items() if q not in ("q0", "q1")}  # e.g. few-shot examples
+    write_results(tmp_path, store, "bm25-multifield", "scifact", {None: fewer})
+    table = build(["bm25-flat", "bm25-multifield"], tmp_path, ["scifact"], store, Options(significance="t-test"))
+    cell = table.ours[("bm25-multifield", "scifact")]
+    assert cell.test.n == 58 and cell.p_value == pytest.approx(_ttest({q: base[q] for q in fewer}, fewer))
+    assert "tested on the 58 queries both were scored on (bm25-flat 60, bm25-multifield 58)" in render(table, "markdown")
