@@ -56,7 +56,7 @@ class Ours:
 
     mean: float | None
     std: float | None = None
-    seeds: int = 1
+    seeds: int | None = 1  # None: several, number unknown (a comparison row with a std)
     test: Paired | None = None
     p_value: float | None = None  # the p-value the decision uses (Holm-adjusted with --correction holm)
     significant: bool = False
@@ -86,7 +86,8 @@ class Table:
                 systems.append(r.recipe)
                 metric[r.recipe] = r.metric
             if r.metric == metric[r.recipe] and not _is_average(r.dataset):
-                ours.setdefault((r.recipe, r.dataset), Ours(r.actual))
+                std = getattr(r, "std", None)  # rows of results with several seeds carry their spread
+                ours.setdefault((r.recipe, r.dataset), Ours(r.actual, std, 1 if std is None else None))
         return cls(rows, systems, metric, ours, options or Options(), title=title)
 
     # --- what the renderers ask ------------------------------------------------------------------
@@ -117,17 +118,17 @@ class Table:
 
         o, lines = self.options, []
         if o.significance and len(self.systems) > 1:
-            averaged = any(c.test is not None and c.seeds > 1 for c in self.ours.values()) or any(
-                c.seeds > 1 for (r, _), c in self.ours.items() if r == self.systems[0])
+            averaged = any(c.test is not None and c.seeds != 1 for c in self.ours.values()) or any(
+                c.seeds != 1 for (r, _), c in self.ours.items() if r == self.systems[0])
             steps = {c.test.resolution for c in self.ours.values() if c.test is not None}
             lines.append(f"{DAGGER} " + describe(o.significance, o.alpha, o.correction, o.resamples, o.seed, averaged,
                                                  steps.pop() if len(steps) == 1 else None)
                          + f"; first system: {self.systems[0]}.")
             lines += [f"{r} on {d}: {c.note}." for (r, d), c in self.ours.items() if c.note]
-        seeds = {r: c.seeds for (r, _), c in self.ours.items() if c.seeds > 1}
+        seeds = {r: c.seeds for (r, _), c in self.ours.items() if c.std is not None}
         if seeds:
-            lines.append("± sample standard deviation over seeds (" + ", ".join(f"{r}: {n} seeds" for r, n in seeds.items())
-                         + "); the score is the mean over seeds.")
+            lines.append("± sample standard deviation over seeds (" + ", ".join(
+                f"{r}: {n} seeds" if n else r for r, n in seeds.items()) + "); the score is the mean over seeds.")
         if o.scale != 1:
             lines.append(f"scores ×{o.scale:g}.")
         return lines

@@ -238,3 +238,13 @@ def test_queries_scored_for_one_system_only_are_left_out_and_said(tmp_path, stor
     cell = table.ours[("bm25-multifield", "scifact")]
     assert cell.test.n == 58 and cell.p_value == pytest.approx(_ttest({q: base[q] for q in fewer}, fewer))
     assert "tested on the 58 queries both were scored on (bm25-flat 60, bm25-multifield 58)" in render(table, "markdown")
+
+
+def test_comparison_rows_with_a_std_show_it():
+    """`harness compare` renders rows alone; a row of several seeds' results carries the std (compare's Row.std)."""
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(recipe="x", dataset="scifact", metric="nDCG@10", reference="Paper Table 1", expected=0.7,
+                          actual=0.71, delta=0.01, tolerance=0.01, verdict="ok", note="", std=0.02)
+    md = render([row], "markdown")  # type: ignore[list-item]
+    assert "0.7100 ± 0.0200" in md and "± sample standard deviation over seeds (x)" in md
