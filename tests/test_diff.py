@@ -9,6 +9,7 @@ import pytest
 
 from harness import recipes
 from harness.cli import main
+from harness.compare import results_folder
 from harness.diff import diff, load, per_query, plot, report
 from harness.errors import HarnessError
 from harness.store import Store
@@ -46,7 +47,7 @@ def write_results(results_dir, store: Store, name: str, dataset: str, runs: dict
     if None not in runs:
         payload.update(seeds=list(runs), std={metric: stdev(means.values())},
                        per_seed={str(s): {metric: v} for s, v in means.items()})
-    folder = results_dir / name / f"v{recipe.version}"
+    folder = results_folder(recipe, results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{dataset.replace('/', '--')}.json").write_text(json.dumps(payload))
 
@@ -89,7 +90,7 @@ def test_diff_command(tmp_path, store, capsys, monkeypatch):
 
 def test_seeds_are_averaged_per_query(tmp_path, store):
     write_results(tmp_path, store, "bm25-flat", "scifact", {1: {"a": 0.2, "b": 0.4}, 2: {"a": 0.4, "b": 0.0}})
-    result = json.loads((tmp_path / "bm25-flat" / "v1" / "scifact.json").read_text())
+    result = json.loads((results_folder(recipes.load("bm25-flat"), tmp_path) / "scifact.json").read_text())
     got = per_query(result, "nDCG@10", store)
     assert got.scores == pytest.approx({"a": 0.3, "b": 0.2}) and got.seeds == (1, 2)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 from statistics import fmean
@@ -13,13 +14,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from harness import recipes, reported
 from harness.cli import main
+from harness.compare import results_folder
 from harness.errors import HarnessError
 from harness.significance import holm
-from harness.tables import FORMATS, Options, build, render
+from harness.tables import FORMATS, Options, _latex_escape, build, render
 from tests.test_diff import write_results
 
-TWO_REFS = ("InPars-v2 Table 1", "Toolkit Table 2 (GPU)")  # the inpars-v2 recipe's reference labels
+
+def _references(name: str) -> list[tuple[str, float | None]]:
+    """(label, reported scifact value) of each reference of a recipe, read from the recipe and the reported tables."""
+    return [(ref.label, reported.lookup(ref.table, ref.system, ref.metric)["scifact"].value)
+            for ref in recipes.load(name).reference]
+
 
 
 def _queries(seed: int, n: int = 60, shift: float = 0.0) -> dict[str, float]:
@@ -37,19 +45,22 @@ def _csv(text: str) -> list[dict]:
 
 
 def test_two_references_show_both_labels(tmp_path, store):
+    refs = _references("inpars-v2")  # InPars-v2 Table 1 and the toolkit's Table 2
+    labels = [label for label, _ in refs]
+    assert len(set(labels)) == 2
     write_results(tmp_path, store, "inpars-v2", "scifact", {None: _queries(1)})
     table = build(["inpars-v2"], tmp_path, ["scifact"])
     latex = render(table, "latex")
     header = next(line for line in latex.splitlines() if "Ours" in line)
-    assert all(label in header for label in TWO_REFS)  # one column per reference, headed by its label
-    assert "0.7740 & 0.7750" in latex  # InPars-v2 Table 1 and the toolkit's GPU column, neither overwritten
-    assert all(label in render(table, "markdown") and label in render(table, "html") for label in TWO_REFS)
-    assert {r["reference"] for r in _csv(render(table, "csv"))} == set(TWO_REFS)
+    assert all(_latex_escape(label) in header for label in labels)  # one column per reference, headed by its label
+    assert " & ".join(f"{value:.4f}" for _, value in refs) in latex  # both numbers, neither overwritten
+    assert all(label in render(table, "markdown") and label in render(table, "html") for label in labels)
+    assert {r["reference"] for r in _csv(render(table, "csv"))} == set(labels)
 
-    one = build(["inpars-v2"], tmp_path, ["scifact"], options=Options(references=(TWO_REFS[1],)))
-    assert {r["reference"] for r in _csv(render(one, "csv"))} == {TWO_REFS[1]}
-    assert TWO_REFS[0] not in render(one, "latex")
-    with pytest.raises(HarnessError, match="InPars-v2 Table 1; Toolkit Table 2"):
+    one = build(["inpars-v2"], tmp_path, ["scifact"], options=Options(references=(labels[1],)))
+    assert {r["reference"] for r in _csv(render(one, "csv"))} == {labels[1]}
+    assert labels[0] not in render(one, "latex")
+    with pytest.raises(HarnessError, match=re.escape(f"{labels[0]}; {labels[1]}")):
         build(["inpars-v2"], tmp_path, ["scifact"], options=Options(references=("Table 9",)))
 
 
@@ -126,7 +137,7 @@ def test_seeds_show_mean_and_std_and_are_tested_on_per_query_means(tmp_path, sto
     write_results(tmp_path, store, "bm25-flat", "scifact", {None: base})
     seeds = {s: _noisy(base, 0.05, 10 + s) for s in (1, 2, 3)}
     write_results(tmp_path, store, "bm25-multifield", "scifact", seeds)
-    result = json.loads((tmp_path / "bm25-multifield" / "v1" / "scifact.json").read_text())
+    result = json.loads((results_folder(recipes.load("bm25-multifield"), tmp_path) / "scifact.json").read_text())
     table = build(["bm25-flat", "bm25-multifield"], tmp_path, ["scifact"], store, Options(significance="t-test"))
     rows = {r["recipe"]: r for r in _csv(render(table, "csv"))}
     assert rows["bm25-multifield"]["seeds"] == "3" and rows["bm25-flat"]["seeds"] == "1"
@@ -153,7 +164,7 @@ def test_latex_conventions(tmp_path, store):
     average = next(line for line in tex.splitlines() if line.startswith("Average"))
     assert average.startswith("Average (2 datasets)")
     assert all(f"{fmean(ours[n]) * 100:.2f}" in average for n in names)
-    assert "bm25-flat v1, bm25-multifield v1, monot5-msmarco v1" in tex and "$\\times$100" in tex
+    assert ", ".join(f"{n} v{recipes.load(n).version}" for n in names) in tex and "$\\times$100" in tex
     plain = render(build(names, tmp_path, ["scifact"], options=Options(highlight="none", digits=3)), "latex")
     assert "\\textbf" not in plain and "\\underline" not in plain
     assert f"{ours['bm25-flat'][0]:.3f}" in plain and "Average" not in plain  # one dataset: nothing to average
@@ -186,7 +197,7 @@ def test_rich_latex_table_compiles(tmp_path, store):
     table = build(["bm25-flat", "inpars-v2"], tmp_path, ["scifact", "nfcorpus"], store,
                   Options(significance="t-test", correction="holm", scale=100))
     body = render(table, "latex")
-    assert "$^\\dagger$" in body and "Toolkit Table 2 (GPU)" in body
+    assert "$^\\dagger$" in body and all(label in body for label, _ in _references("inpars-v2"))
     doc = tmp_path / "t.tex"
     doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}" + body + "\\end{document}")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, check=False,
@@ -204,7 +215,7 @@ def test_real_scifact_pair(beir_dir, store, tmp_path, capsys):
     capsys.readouterr()
     scores = {}
     for name in ("bm25-flat", "bm25-multifield"):
-        result = json.loads((results / name / "v1" / "scifact.json").read_text())
+        result = json.loads((results_folder(recipes.load(name), results) / "scifact.json").read_text())
         key = next(s["key"] for s in result["stages"] if s["stage"] == "evaluate")
         per_query = json.loads((store.path(key) / "scores.json").read_text())["per_query"]
         scores[name] = {q: v["nDCG@10"] for q, v in per_query.items()}
