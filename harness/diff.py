@@ -43,17 +43,17 @@ def per_query(result: dict, metric: str, store: Store, texts: bool = False, wher
     A group such as CQADupStack: the forums' queries pooled, ids prefixed with the forum.
     """
     recipe, dataset = result.get("recipe", "?"), result.get("dataset", "?")
-    where = where or f"results of {recipe} on {dataset}"
+    where = where or f"{recipe}'s results on {dataset}"
     entries = [s for s in result.get("stages", []) if s.get("stage") == "evaluate"]
     if not entries:
-        raise HarnessError(f"The {where} name no evaluate artifact: run `harness reproduce {recipe} -d {dataset}` again.")
+        raise HarnessError(f"No evaluate artifact is named in {where}: run `harness reproduce {recipe} -d {dataset}` again.")
     pooled = len({e.get("dataset") for e in entries}) > 1
     by_seed: dict = {}
     names: dict[str, str] = {}
     for entry in entries:
         art = store.get(entry["key"])
         if art is None:
-            raise HarnessError(f"The store {store.root} lacks {entry['key']}, the per-query scores of the {where}: "
+            raise HarnessError(f"The store {store.root} lacks {entry['key']}, the per-query scores behind {where}: "
                                f"run `harness reproduce {recipe} -d {dataset}` first (with this HARNESS_HOME).")
         rows = json.loads(art.file("scores.json").read_text())["per_query"]
         prefix = f"{entry.get('dataset')}/" if pooled else ""
@@ -68,7 +68,7 @@ def per_query(result: dict, metric: str, store: Store, texts: bool = False, wher
             names.update({prefix + q: t for q, t in _query_texts(store, art.manifest["inputs"]["corpus"]).items()})
     runs = list(by_seed.values())
     if any(set(r) != set(runs[0]) for r in runs):
-        raise HarnessError(f"The {where} have seeds scored on different queries: rerun them with the same settings.")
+        raise HarnessError(f"The seeds in {where} were scored on different queries: rerun them with the same settings.")
     means = {q: fmean(r[q] for r in runs) for q in runs[0]}
     seeds = tuple(s for s in by_seed if s is not None)
     return PerQuery(recipe, dataset, metric, means, seeds, {q: names[q] for q in means if q in names})
@@ -141,7 +141,7 @@ def load(recipe_a: str, recipe_b: str, dataset: str, metric: str, results_dir: P
     for name in (recipe_a, recipe_b):
         recipe = recipes.load(name)
         path, result = results_file(recipe, results_dir, dataset)
-        sides.append(per_query(result, metric, store, texts=True, where=f"results {path}"))
+        sides.append(per_query(result, metric, store, texts=True, where=str(path)))
     return diff(*sides)
 
 
