@@ -46,7 +46,8 @@ def per_query(result: dict, metric: str, store: Store, texts: bool = False, wher
     where = where or f"{recipe}'s results on {dataset}"
     entries = [s for s in result.get("stages", []) if s.get("stage") == "evaluate"]
     if not entries:
-        raise HarnessError(f"No evaluate artifact is named in {where}: run `harness reproduce {recipe} -d {dataset}` again.")
+        raise HarnessError(f"No evaluate artifact is named in {where}: "
+                           f"run `harness reproduce {recipe} -d {dataset}` again.")
     pooled = len({e.get("dataset") for e in entries}) > 1
     by_seed: dict = {}
     names: dict[str, str] = {}

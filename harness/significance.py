@@ -1,4 +1,4 @@
-"""Significance of paired per-query differences: scipy's paired t-test and Fisher's randomization test, Holm's correction."""
+"""Significance of paired per-query differences: scipy's t-test and Fisher's randomization test, Holm's correction."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def paired(
     drawn from `seed` (scipy enumerates every relabelling exactly when there are fewer).
     """
     import numpy as np
-    from scipy import stats  # type: ignore[import-untyped]
+    from scipy import stats
 
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; known: {', '.join(TESTS)}")

@@ -174,7 +174,8 @@ def build(recipe_names: list[str], results_dir: Path, datasets: list[str] | None
         labels = sorted({r.reference for r in rows if r.reference})
         missing = [label for label in options.references if label not in labels]
         if missing:
-            known = sorted({r.label or f"{r.table}: {r.system}" for n in recipe_names for r in recipes.load(n).reference})
+            known = sorted({r.label or f"{r.table}: {r.system}"
+                            for n in recipe_names for r in recipes.load(n).reference})
             raise HarnessError(f"No reference labelled {missing[0]!r} in the recipes {', '.join(recipe_names)}: "
                                f"use one of {'; '.join(known)} with --reference.")
     table = Table(rows, list(recipe_names), metric, {}, options, versions)
@@ -231,7 +232,7 @@ def _test(table: Table, results: dict, store) -> None:
             done.append(cell)
     p_values = [c.test.p_value for c in done if c.test]
     adjusted = holm(p_values) if o.correction == "holm" else p_values
-    for cell, p in zip(done, adjusted):
+    for cell, p in zip(done, adjusted, strict=True):
         cell.p_value, cell.significant = p, p < o.alpha
 
 
@@ -361,7 +362,7 @@ def latex(rows: list[Row] | Table, title: str = "") -> str:
         "\\begin{table}[t]", "\\centering", "\\small",
         "\\begin{tabular}{l" + "r" * sum(widths) + "}", "\\toprule",
         "Dataset & " + " & ".join(f"\\multicolumn{{{w}}}{{c}}{{{esc(s)} ({esc(t.metric[s])})}}"
-                                  for (s, _), w in zip(groups, widths)) + " \\\\",
+                                  for (s, _), w in zip(groups, widths, strict=True)) + " \\\\",
     ]
     start, rules = 2, []
     for w in widths:
@@ -514,13 +515,14 @@ def html_report(rows: list[Row] | Table, title: str = "") -> str:
     chart = delta_chart_svg(t)
     color = {"ok": "#d7f5dd", "above": "#dde8ff", "below": "#ffd9d9"}
     trs = "\n".join(
-        f"<tr style='background:{color.get(r.verdict, '#f3f3f3')}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in line)
-        + "</tr>" for r, line in zip(t.rows, body)
+        f"<tr style='background:{color.get(r.verdict, '#f3f3f3')}'>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>" for r, line in zip(t.rows, body, strict=True)
     )
     legend = "".join(f"<p class='legend'>{html.escape(line)}</p>" for line in t.legend())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(heading)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;border-bottom:1px solid #ccc;text-align:right}}
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{padding:2px 8px;border-bottom:1px solid #ccc;text-align:right}}
 .side{{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}}.legend{{font-size:90%;color:#444}}</style>
 </head><body><h1>{html.escape(heading)}</h1>
 <div class="side"><div>

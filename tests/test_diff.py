@@ -17,7 +17,8 @@ from harness.store import Store
 
 def put_corpus(store: Store, key: str, queries: dict[str, str]) -> None:
     def build(b):
-        (b.path / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+        lines = [json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()]
+        (b.path / "queries.jsonl").write_text("".join(lines))
 
     store.get_or_build(key, build, kind="corpus", stage="corpus", params={}, inputs={})
 
@@ -25,10 +26,12 @@ def put_corpus(store: Store, key: str, queries: dict[str, str]) -> None:
 def put_scores(store: Store, key: str, scores: dict[str, float], metric: str = "nDCG@10", corpus: str = "") -> None:
     """An evaluate artifact as the stage writes it: {"metrics": means, "per_query": {qid: {metric: value}}}."""
     def build(b):
-        payload = {"metrics": {metric: fmean(scores.values())}, "per_query": {q: {metric: v} for q, v in scores.items()}}
+        payload = {"metrics": {metric: fmean(scores.values())},
+                   "per_query": {q: {metric: v} for q, v in scores.items()}}
         (b.path / "scores.json").write_text(json.dumps(payload))
 
-    store.get_or_build(key, build, kind="scores", stage="evaluate", params={}, inputs={"corpus": corpus} if corpus else {})
+    inputs = {"corpus": corpus} if corpus else {}
+    store.get_or_build(key, build, kind="scores", stage="evaluate", params={}, inputs=inputs)
 
 
 def write_results(results_dir, store: Store, name: str, dataset: str, runs: dict, metric: str = "nDCG@10",
