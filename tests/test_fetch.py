@@ -6,11 +6,15 @@ import json
 
 import pytest
 
-from harness import fetch as fetch_mod
+from harness import hub as hub_client
 from harness.data.trec import read_run
 from harness.errors import HarnessError
-from harness.fetch import NetworkUnavailable, fetch, fetch_for_stage, lock, publish, verify
+from harness.fetch import fetch, fetch_for_stage
+from harness.hub import NetworkUnavailable
+from harness.lock import lock
+from harness.publish import publish
 from harness.registry import Entry, Registry
+from harness.verify import verify
 
 QUERIES = "\n".join(
     json.dumps({"doc_id": f"d{i}", "text": "doc", "query": f"what is {i}", "log_probs": [-0.5, -0.25, -0.1],
@@ -24,7 +28,7 @@ RUN = "q1 Q0 d1 1 9.5 bm25\nq1 Q0 d2 2 8.0 bm25\nq2 Q0 d2 1 7.0 bm25\n"
 def hub(local_hub, store, tmp_path, monkeypatch):
     """The local Hub with repos laid out like the published ones; project lock redirected to tmp."""
     monkeypatch.setattr("harness.registry.project_lock", lambda: tmp_path / "registry.lock")
-    monkeypatch.setattr(fetch_mod, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(hub_client, "BACKOFF_S", 0.01)
     import huggingface_hub.utils._http as hf_http
 
     monkeypatch.setattr(hf_http, "time", _NoSleep())  # huggingface_hub's own backoff, not this test's subject
