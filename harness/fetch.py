@@ -133,21 +133,25 @@ def paper_triples(rows: Iterable[dict], seed: int = TRIPLES_SEED) -> Iterator[di
     """One triple per query, as the papers train: the published negative chosen by a seeded draw.
 
     The authors' `triples_train_v2.tsv` hold up to 100 negatives per query: InPars-v2's TPU pipeline
-    (`legacy/inpars-v2/train_inpars.py`, the loop at its end) runs `legacy/inpars-v1/generate_triples_train.py`
-    with its defaults (`--max_hits 1000 --n_samples 100`), which writes one line per rank drawn by
-    `random.sample(range(len(hits)), n_samples + 1)`, in rank order, without a seed. The papers train one
+    (zetaalphavector/InPars 9865521, `legacy/inpars-v2/train_inpars.py` line 91) runs
+    `legacy/inpars-v1/generate_triples_train.py` with its defaults (lines 17-18: `--max_hits 1000
+    --n_samples 100`), which writes one line per rank drawn by `random.sample(range(len(hits)),
+    n_samples + 1)` (line 52), in rank order, without a seed. The papers train one
     epoch over the 10k query-document pairs with one negative each (156 steps of 128 sequences; the
     toolkit paper, arXiv 2307.04601 section 3: "From this set, a random document is selected as the
     negative example"). A uniform draw among the published negatives (themselves a uniform sample of
-    BM25's top 1,000) is that random negative; it is seeded by the query text, so the choice is the same
-    whatever the order or the machine. Queries keep their first-appearance order.
+    BM25's top 1,000) is that random negative: the one whose seeded hash of (query, negative) is least, so the
+    choice is the same whatever the order of the lines or the machine. Queries keep their first-appearance order.
     """
-    groups: dict[str, list[dict]] = {}
+    def draw(row: dict) -> bytes:
+        return hashlib.sha256(f"{seed}\t{row['query']}\t{row['negative']}".encode()).digest()
+
+    chosen: dict[str, dict] = {}
     for row in rows:
-        groups.setdefault(row["query"], []).append(row)
-    for query, candidates in groups.items():
-        digest = hashlib.sha256(f"{seed}\t{query}".encode()).digest()
-        yield candidates[int.from_bytes(digest[:8], "big") % len(candidates)]
+        best = chosen.get(row["query"])
+        if best is None or draw(row) < draw(best):
+            chosen[row["query"]] = row
+    yield from chosen.values()
 
 
 def published_queries(path: Path):

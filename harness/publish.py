@@ -30,10 +30,11 @@ def publish(store: Store, key: str, repo: str, *, repo_type: str = "dataset", en
     ops = [CommitOperationAdd(path_in_repo=dst, path_or_fileobj=str(artifact.path / src)) for dst, src in upload.items()]
     ops.append(CommitOperationAdd(path_in_repo="harness-manifest.json", path_or_fileobj=str(artifact.path / "manifest.json")))
     info = hub.call(f"uploading {key} to {repo}", api.create_commit, repo, ops, repo_type=repo_type,
-                 commit_message=f"harness publish {key}")
+                    commit_message=f"harness publish {key}")
     revision = info.oid
-    entry = Entry(id=entry_id or f"user/{repo.lower().replace('/', '--')}/{kind}", kind=kind, repo=repo,
-                  repo_type=repo_type, files=sorted(upload), provenance=f"published by harness from artifact {key}")
+    entry = Entry.model_validate({
+        "id": entry_id or f"user/{repo.lower().replace('/', '--')}/{kind}", "kind": kind, "repo": repo,
+        "repo_type": repo_type, "files": sorted(upload), "provenance": f"published by harness from artifact {key}"})
     registry = Registry(store.root)
     registry.add_entry(entry)
     registry.write_lock(entry.id, Lock(revision=revision, files={

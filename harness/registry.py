@@ -254,7 +254,7 @@ class Registry:
         path = user_lock(self.store_root) if user else project_lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".flock"):
-            data = json.loads(path.read_text()) if path.is_file() else {"version": 1, "entries": {}}
+            data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"version": 1, "entries": {}}
             data["entries"][entry_id] = lock.model_dump()
             write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
         return path
@@ -266,7 +266,7 @@ class Registry:
         path = user_registry(self.store_root)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".flock"):  # two publishes at once: neither entry is lost
-            data = _load_yaml(path) if path.is_file() else {"version": 1, "entries": []}
+            data: dict[str, Any] = _load_yaml(path) if path.is_file() else {"version": 1, "entries": []}
             data["entries"] = [e for e in data["entries"] if e.get("id") != entry.id] + [entry.model_dump(exclude_none=True)]
             write_text_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
         self.entries[entry.id] = entry
