@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import hub
 from harness.errors import HarnessError
-from harness.registry import Entry, Lock, LockedFile, Registry, now, safe_relpath
+from harness.registry import REGISTRY_PREFIX, Entry, Lock, LockedFile, Registry, now, safe_relpath
 from harness.store import Store, sha256_file
 
 
@@ -50,7 +50,6 @@ def recipe_entry_ids(recipe_names: list[str] | None = None) -> dict[str, list[st
     """Registry id → the recipes that use it (published stages and `registry:` references, every dataset)."""
     from harness import recipes
     from harness.data.catalog import expand, members
-    from harness.refs import REGISTRY_PREFIX
 
     used: dict[str, list[str]] = {}
     for name in recipe_names or recipes.available():
@@ -81,8 +80,12 @@ def lock_all(registry: Registry, store: Store, every_entry: bool = False, echo=p
     for entry_id in wanted:
         entry = registry.find(entry_id)
         if entry is None or not entry.usable or entry.superseded_by:
-            why = "no registry entry" if entry is None else (entry.known_gap or "not usable") if not entry.usable \
-                else f"superseded by {entry.superseded_by}"
+            if entry is None:
+                why = "no registry entry (a gap: the runner regenerates that stage)"
+            elif not entry.usable:
+                why = entry.known_gap or "not usable"
+            else:
+                why = f"superseded by {entry.superseded_by}"
             echo(f"skipped {entry_id}: {why}")
             continue
         try:

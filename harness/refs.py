@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.registry import REGISTRY_PREFIX, locks
 from harness.store import Store
 
-REGISTRY_PREFIX = "registry:"
+__all__ = ["REGISTRY_PREFIX", "pin_registry_refs", "registry_files"]
 
 
 def pin_registry_refs(params: dict, store_root: Path, offline_ok: bool = False) -> dict:
@@ -16,8 +17,6 @@ def pin_registry_refs(params: dict, store_root: Path, offline_ok: bool = False) 
     An entry not locked yet is pinned now (it needs the network); with `offline_ok` (planning) it is
     left as it is.
     """
-    from harness.registry import locks
-
     out = dict(params)
     for name, value in params.items():
         if isinstance(value, str) and value.startswith(REGISTRY_PREFIX) and "@" not in value:

@@ -18,6 +18,7 @@ from harness.atomic import write_text_atomic
 from harness.errors import HarnessError, close_matches
 from harness.paths import registry_file
 
+REGISTRY_PREFIX = "registry:"  # a recipe value naming a registry entry: `registry:<id>[@<commit>]` (see refs.py)
 KINDS = ("corpus", "qrels", "run", "queries", "queries-filtered", "triples", "fewshot", "model")
 SHA1 = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
