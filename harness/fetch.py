@@ -90,7 +90,7 @@ def fetch_for_stage(entry_id: str, stage: str, store: Store, echo=print) -> tupl
     key = artifact_key(f"published-{stage}", CONVERT_VERSION, {"id": entry_id}, {"download": raw.key})
 
     def build(out):
-        convert(entry, raw, out.path)
+        out.summary.update(convert(entry, raw, out.path))
         out.summary.update({"registry_id": entry_id, "repo": entry.repo, "revision": raw.summary.get("revision")})
 
     artifact, built = store.get_or_build(key, build, kind=entry.kind, stage=stage, params={"id": entry_id},
@@ -99,8 +99,8 @@ def fetch_for_stage(entry_id: str, stage: str, store: Store, echo=print) -> tupl
 
 
 # --- the published formats → ours -------------------------------------------------------------
-def convert(entry: Entry, raw: Artifact, dest: Path) -> None:
-    """Write the harness's format of a published entry into `dest`."""
+def convert(entry: Entry, raw: Artifact, dest: Path) -> dict:
+    """Write the harness's format of a published entry into `dest`; returns counts for the manifest's summary."""
     from harness.data.beir import write_jsonl
 
     files = sorted(p for p in raw.manifest["files"] if p.startswith("files/"))
@@ -117,7 +117,16 @@ def convert(entry: Entry, raw: Artifact, dest: Path) -> None:
     elif entry.kind == "triples":
         from harness.stages.negatives import read_published_triples
 
-        write_jsonl(paper_triples(read_published_triples(first)), dest / "triples.jsonl")
+        counted = {"published_triples": 0}
+
+        def published() -> Iterator[dict]:  # streamed: the published files run to gigabytes
+            for row in read_published_triples(first):
+                counted["published_triples"] += 1
+                yield row
+
+        kept = list(paper_triples(published()))  # one row per query is kept in memory
+        write_jsonl(kept, dest / "triples.jsonl")
+        return {**counted, "triples": len(kept)}
     elif entry.kind == "model":
         model = dest / "model"
         model.mkdir()
@@ -127,6 +136,7 @@ def convert(entry: Entry, raw: Artifact, dest: Path) -> None:
             shutil.copyfile(raw.path / rel, target)
     else:
         raise HarnessError(f"Registry entry {entry.id} ({entry.kind}) is data for a dataset, not a stage artifact.")
+    return {}
 
 
 def paper_triples(rows: Iterable[dict], seed: int = TRIPLES_SEED) -> Iterator[dict]:

@@ -242,9 +242,6 @@ class Registry:
         return entry
 
     # --- locks ---------------------------------------------------------------------------------
-    def locks(self) -> dict[str, Lock]:
-        return locks(self.store_root)
-
     def lock_of(self, entry_id: str) -> Lock | None:
         return locks(self.store_root).get(entry_id)
 

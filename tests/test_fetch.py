@@ -213,6 +213,7 @@ def test_fetched_negatives_stage_gives_one_triple_per_query(hub, store):
     artifact, _ = fetch_for_stage("inpars-v2/scifact/triples", "negatives", store, echo=lambda _: None)
     rows = [json.loads(line) for line in (artifact.path / "triples.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and len({r["query"] for r in rows}) == 3
+    assert artifact.summary["published_triples"] == 6 and artifact.summary["triples"] == 3
 
 
 # --- the preferred revision and `harness lock --all` ------------------------------------------------
@@ -297,3 +298,14 @@ def test_hub_copy_of_a_cqadupstack_forum_is_a_beir_folder(hub, store, tmp_path):
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
         "corpus.jsonl.gz", "qrels/test.tsv", "queries.jsonl.gz"]
     assert (folder / "qrels" / "test.tsv").read_text().endswith("q1\t1\t1\n")
+
+
+def test_lock_all_on_the_command_line_fills_registry_lock(hub, store, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setattr("harness.lock.recipe_entry_ids", lambda: {i: ["inpars-v2"] for i in [*IDS, "no/such/entry"]})
+    assert main(["lock", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "locked 3 entries in registry.lock" in out and "skipped no/such/entry: no registry entry" in out
+    assert sorted(json.loads((tmp_path / "registry.lock").read_text())["entries"]) == sorted(IDS)
+    assert main(["lock", "--all", "--user"]) == 2  # the project's lock only

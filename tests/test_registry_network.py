@@ -13,14 +13,14 @@ import pytest
 from harness import hub
 from harness.errors import HarnessError
 from harness.lock import recipe_entry_ids
-from harness.registry import Registry
+from harness.registry import Registry, locks
 
 pytestmark = pytest.mark.network
 
 
 def test_every_recipe_entry_is_locked_and_resolves_on_the_hub(tmp_path):
     registry = Registry(tmp_path)  # an empty store: the project's registry and registry.lock alone
-    locked = registry.locks()
+    locked = locks(tmp_path)
     problems = []
     for entry_id, recipes in recipe_entry_ids().items():
         entry = registry.find(entry_id)
