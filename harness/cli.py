@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: diff-A-B-DATASET in the current folder)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p = sub.add_parser("lock", help="pin registry entries: resolve to a commit and record every file's sha256")
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--all", dest="all_used", action="store_true",
+                   help="lock every entry a recipe uses in registry.lock (the maintainer's command before a release)")
+    p.add_argument("--every-entry", action="store_true", help="with --all: every registry entry, used or not")
     p.add_argument("--user", action="store_true", help="record in the store's user lock instead of registry.lock")
 
     p = sub.add_parser("fetch", help="download registry entries at their locked revision into the store, verified")
@@ -343,11 +346,18 @@ def cmd_diff(args) -> int:
 
 
 def cmd_lock(args) -> int:
-    from harness.fetch import lock
+    from harness.lock import lock, lock_all
     from harness.registry import Registry
 
     store = _store(args)
     registry = Registry(store.root)
+    if args.all_used == bool(args.ids) or (args.every_entry and not args.all_used):
+        raise HarnessError("`harness lock` takes registry ids, or --all (with --every-entry for unused entries too).")
+    if args.all_used:
+        if args.user:
+            raise HarnessError("`harness lock --all` fills the project's registry.lock; drop --user.")
+        locked = lock_all(registry, store, every_entry=args.every_entry)
+        print(f"locked {len(locked)} entr{'y' if len(locked) == 1 else 'ies'} in registry.lock")
     for entry_id in args.ids:
         lock(registry, entry_id, store, user=args.user)
     return 0
@@ -364,13 +374,13 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from harness.fetch import verify
+    from harness.verify import verify
 
     return 1 if verify(_store(args), args.keys or None, evict=args.evict) else 0
 
 
 def cmd_publish(args) -> int:
-    from harness.fetch import publish
+    from harness.publish import publish
 
     store = _store(args)
     art = store.get(args.key)

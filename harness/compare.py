@@ -8,6 +8,7 @@ from pathlib import Path
 from statistics import fmean
 
 from harness import reported
+from harness.atomic import write_text_atomic
 from harness.data.catalog import expand
 from harness.paths import pinned_dir
 from harness.recipes import Recipe
@@ -126,5 +127,4 @@ def pin(recipe: Recipe, results_dir: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"recipe": recipe.name, "version": recipe.version,
                "datasets": {d: r["metrics"] for d, r in sorted(results.items())}}
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")

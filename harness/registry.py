@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import time
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
@@ -16,9 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from harness import fast_yaml
+from harness.atomic import write_text_atomic
 from harness.errors import HarnessError, close_matches
 from harness.paths import registry_file
 
+REGISTRY_PREFIX = "registry:"  # a recipe value naming a registry entry: `registry:<id>[@<commit>]` (see refs.py)
 KINDS = ("corpus", "qrels", "run", "queries", "queries-filtered", "triples", "fewshot", "model")
 SHA1 = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -49,6 +49,9 @@ class Entry(BaseModel):
     usable: bool = True
     # Why the repository name could not be confirmed from public evidence (shown by `harness plan`); None: confirmed.
     unverified: str | None = None
+    # The ref that `harness lock` resolves to a commit instead of `main`, e.g. `refs/pr/1` where a conversion
+    # pull request holds safetensors weights and `main` pickled ones; the lock always records the commit.
+    revision: str | None = None
     note: str | None = None
     superseded_by: str | None = None
 
@@ -223,7 +226,12 @@ class Registry:
                         raise HarnessError(f"{source}: duplicate id {entry.id!r}.")
                     self.entries[entry.id] = entry
 
+    def find(self, entry_id: str) -> Entry | None:
+        """The entry, whatever its state (unusable, superseded), or None: for plans that report gaps."""
+        return self.entries.get(entry_id)
+
     def get(self, entry_id: str) -> Entry:
+        """The entry, to fetch: an error when it is absent, superseded or cannot serve (`usable: false`)."""
         if entry_id not in self.entries:
             raise HarnessError(f"No registry entry {entry_id!r}.{close_matches(entry_id, self.entries)}")
         entry = self.entries[entry_id]
@@ -234,9 +242,6 @@ class Registry:
         return entry
 
     # --- locks ---------------------------------------------------------------------------------
-    def locks(self) -> dict[str, Lock]:
-        return locks(self.store_root)
-
     def lock_of(self, entry_id: str) -> Lock | None:
         return locks(self.store_root).get(entry_id)
 
@@ -247,20 +252,21 @@ class Registry:
         path = user_lock(self.store_root) if user else project_lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".flock"):
-            data = json.loads(path.read_text()) if path.is_file() else {"version": 1, "entries": {}}
+            data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"version": 1, "entries": {}}
             data["entries"][entry_id] = lock.model_dump()
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
         return path
 
     def add_entry(self, entry: Entry) -> Path:
         """Append a user entry (from `harness publish`) to the store's user registry."""
+        from filelock import FileLock
+
         path = user_registry(self.store_root)
-        data = _load_yaml(path) if path.is_file() else {"version": 1, "entries": []}
-        data["entries"] = [e for e in data["entries"] if e.get("id") != entry.id] + [entry.model_dump(exclude_none=True)]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        with FileLock(str(path) + ".flock"):  # two publishes at once: neither entry is lost
+            data: dict[str, Any] = _load_yaml(path) if path.is_file() else {"version": 1, "entries": []}
+            data["entries"] = [e for e in data["entries"] if e.get("id") != entry.id] + [entry.model_dump(exclude_none=True)]
+            write_text_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
         self.entries[entry.id] = entry
         return path
 
@@ -268,10 +274,3 @@ class Registry:
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-
-@cache
-def project_entries() -> dict[str, Entry]:
-    """The project's registry entries alone (no store needed), for listings and recipe checks."""
-    from harness.store import default_home
-
-    return Registry(default_home()).entries

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from harness.atomic import write_text_atomic
 from harness.data.catalog import get_dataset, members
 from harness.errors import HarnessError
 from harness.recipes import Recipe
@@ -92,7 +92,7 @@ class Runner:
 
     # --- the graph ------------------------------------------------------------------------------
     def _params(self, stage: str, dataset: str, extra: dict | None = None) -> StageParams:
-        from harness.models.loading import pin_registry_refs
+        from harness.refs import pin_registry_refs
 
         values = {**(self.recipe.stage_params(stage, dataset) or {}), **(extra or {})}
         # Planning only: refs already locked are pinned; the others are pinned when the step is built.
@@ -220,14 +220,15 @@ class Runner:
 
     def _pinned(self, step: Step) -> StageParams:
         """The step's parameters with `registry:` model references pinned (locking them now if needed)."""
-        from harness.models.loading import pin_registry_refs
+        from harness.refs import pin_registry_refs
 
         values = step.params.model_dump()
         pinned = pin_registry_refs(values, self.store.root)
         return step.params if pinned == values else type(step.params).model_validate(pinned)
 
     def _fetch(self, step: Step) -> tuple[Artifact, bool] | None:
-        from harness.fetch import NetworkUnavailable, fetch_for_stage
+        from harness.fetch import fetch_for_stage
+        from harness.hub import NetworkUnavailable
 
         try:
             return fetch_for_stage(step.published, step.stage, self.store, echo=self.echo)
@@ -287,10 +288,7 @@ class Runner:
             "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent runs may share a results folder
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(payload, indent=1) + "\n")  # concurrent runs may share a folder
 
 
 def available_locally(dataset: str, data_dir: Path | None, source: str) -> str | None:

@@ -9,17 +9,16 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness import __version__
+from harness.atomic import write_text_atomic
 from harness.errors import HarnessError
 
 MANIFEST = "manifest.json"
-_VERIFIED = ".verified.json"  # size, mtime, ctime of files last hashed, so a warm run needn't re-hash
 _HASH_CHUNK = 1 << 20
 
 
@@ -132,13 +131,19 @@ def _git_commit() -> str | None:
 
 
 class Store:
-    """Artifacts under `<root>/artifacts/<key>/`, built in `<root>/partial/<key>/`, one lock per key."""
+    """Artifacts under `<root>/artifacts/<key>/`, built in `<root>/partial/<key>/`, one lock per key.
+
+    What `check` last hashed (each file's size, mtime and ctime, so that a warm run need not hash again)
+    is kept beside the artifacts in `<root>/.verified/<key>.json`, never inside an artifact: an artifact
+    folder is immutable once renamed into place.
+    """
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else default_home()
         self.artifacts = self.root / "artifacts"
         self.partial = self.root / "partial"
         self.locks = self.root / "locks"
+        self.verified = self.root / ".verified"
 
     # --- reading -------------------------------------------------------------------------------
     def path(self, key: str) -> Path:
@@ -175,9 +180,12 @@ class Store:
             manifest = manifest or self._read_manifest(path)
         except CorruptArtifact as exc:
             return exc.problems
-        verified = {}
+        verified: dict = {}
+        state = self.verified / f"{key}.json"
         with contextlib.suppress(OSError, ValueError):
-            verified = json.loads((path / _VERIFIED).read_text())
+            verified = json.loads(state.read_text())
+            if not isinstance(verified, dict):
+                verified = {}
         problems, seen = [], {}
         for name, meta in manifest["files"].items():
             file = path / name
@@ -202,8 +210,8 @@ class Store:
             else:
                 seen[name] = stamp
         if not problems and seen:
-            with contextlib.suppress(OSError):
-                (path / _VERIFIED).write_text(json.dumps({**verified, **seen}))
+            with contextlib.suppress(OSError):  # a read-only store is still checked, only not remembered
+                write_text_atomic(state, json.dumps({**verified, **seen}))
         return problems
 
     # --- writing -------------------------------------------------------------------------------
@@ -258,6 +266,7 @@ class Store:
                     raise
                 on_corrupt(exc)
                 shutil.rmtree(self.path(key), ignore_errors=True)
+                (self.verified / f"{key}.json").unlink(missing_ok=True)
                 found = None
             if found is not None:
                 return found, False
@@ -275,7 +284,7 @@ class Store:
             files = {}
             for file in sorted(p for p in work.rglob("*") if p.is_file()):
                 rel = file.relative_to(work).as_posix()
-                if rel not in (MANIFEST, _VERIFIED):
+                if rel != MANIFEST:
                     files[rel] = {"sha256": sha256_file(file), "size": file.stat().st_size}
             manifest = {
                 "key": key,
@@ -290,9 +299,7 @@ class Store:
                 "wall_time_s": round(time.time() - started, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            tmp = work / (MANIFEST + ".tmp")
-            tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, work / MANIFEST)
+            write_text_atomic(work / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
             final = self.path(key)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(work, final)
@@ -302,6 +309,7 @@ class Store:
         """Remove an artifact (e.g. a corrupt one) so that it is rebuilt or fetched again."""
         with self.lock(key):
             shutil.rmtree(self.path(key), ignore_errors=True)
+            (self.verified / f"{key}.json").unlink(missing_ok=True)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness import fetch as fetch_mod
+from harness import hub as hub_client
 from harness.cli import main
 from harness.models.tiny import materialize
 
@@ -17,7 +17,7 @@ def published(local_hub, store, tmp_path, monkeypatch, beir_dir):
     import huggingface_hub.utils._http as hf_http
 
     monkeypatch.setattr("harness.registry.project_lock", lambda: tmp_path / "registry.lock")
-    monkeypatch.setattr(fetch_mod, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(hub_client, "BACKOFF_S", 0.01)
     monkeypatch.setattr(hf_http.time, "sleep", lambda _s: None)
     # The run the InPars authors published is BM25 flat from pyserini; bm25s stands in for it here.
     assert main(["-q", "reproduce", "bm25-flat", "-d", "scifact", "--retriever", "bm25s",

@@ -109,3 +109,42 @@ def test_sha256_file_equals_hashlib_at_chunk_edges(tmp_path, size):
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_check_keeps_its_state_beside_the_artifact_never_inside(store):
+    """An artifact is immutable once built: `check` remembers what it hashed in `<store>/.verified/<key>.json`."""
+    art, _ = _build(store, "t-9")
+    before = sorted(p.name for p in art.path.iterdir())
+    stats = {p.name: p.stat().st_mtime_ns for p in art.path.iterdir()}
+    assert store.check("t-9") == []
+    assert sorted(p.name for p in art.path.iterdir()) == before == ["a.txt", "manifest.json"]
+    assert {p.name: p.stat().st_mtime_ns for p in art.path.iterdir()} == stats
+    state = json.loads((store.root / ".verified" / "t-9.json").read_text())
+    assert set(state) == {"a.txt"}
+    store.evict("t-9")
+    assert not (store.root / ".verified" / "t-9.json").exists()
+
+
+def test_a_warm_check_rehashes_only_what_changed(store, monkeypatch):
+    _build(store, "t-10")
+    store.check("t-10")
+    hashed = []
+    import harness.store as store_mod
+
+    real = store_mod.sha256_file
+    monkeypatch.setattr(store_mod, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    assert store.check("t-10") == [] and hashed == []  # remembered: not hashed again
+    assert store.check("t-10", full=True) == [] and hashed == ["a.txt"]
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary_file(tmp_path):
+    from harness.atomic import write_bytes_atomic, write_text_atomic
+
+    path = tmp_path / "sub" / "pinned.json"
+    write_text_atomic(path, "old")
+    write_bytes_atomic(path, b"new")
+    assert path.read_bytes() == b"new" and [p.name for p in path.parent.iterdir()] == ["pinned.json"]
+
+    with pytest.raises(TypeError):
+        write_bytes_atomic(path, "not bytes")  # type: ignore[arg-type]  # fails mid-write
+    assert path.read_bytes() == b"new" and [p.name for p in path.parent.iterdir()] == ["pinned.json"]

@@ -18,9 +18,6 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*", "spiece.model", "*.tiktoken"]
 
 
-REGISTRY_PREFIX = "registry:"
-
-
 def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
     """A local folder for a model reference.
 
@@ -28,9 +25,10 @@ def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
     its locked commit, every file checked), a folder path, or a Hub repo id with a pinned `revision`.
     """
     from harness.models.tiny import is_tiny_id, materialize
+    from harness.refs import REGISTRY_PREFIX
 
     if ref.startswith(REGISTRY_PREFIX):
-        from harness.fetch import registry_files
+        from harness.refs import registry_files
         from harness.store import Store
 
         return registry_files(ref, Store(store_root))
@@ -46,36 +44,11 @@ def resolve(ref: str, store_root: Path, revision: str | None = None) -> Path:
     return download(ref, revision)
 
 
-def pin_registry_refs(params: dict, store_root: Path, offline_ok: bool = False) -> dict:
-    """`registry:<id>` values → `registry:<id>@<locked commit>`, so the commit is part of artifact keys.
-
-    An entry not locked yet is pinned now (it needs the network); with `offline_ok` (planning) it is
-    left as it is.
-    """
-    from harness.registry import locks
-
-    out = dict(params)
-    for name, value in params.items():
-        if isinstance(value, str) and value.startswith(REGISTRY_PREFIX) and "@" not in value:
-            entry_id = value.removeprefix(REGISTRY_PREFIX)
-            locked = locks(store_root).get(entry_id)
-            if locked is None:
-                if offline_ok:
-                    continue
-                from harness.fetch import lock
-                from harness.registry import Registry
-                from harness.store import Store
-
-                locked = lock(Registry(store_root), entry_id, Store(store_root), user=True)
-            out[name] = f"{value}@{locked.revision}"
-    return out
-
-
 def download(repo_id: str, revision: str | None) -> Path:
     """A Hub model snapshot at a pinned commit (weights and tokenizer only), via the Hub cache."""
     from huggingface_hub import snapshot_download
 
-    from harness.fetch import _call  # the one place that turns Hub failures into sentences, with retries
+    from harness.hub import call  # the one place that turns Hub failures into sentences, with retries
 
     if not revision or not _SHA.match(revision):
         raise HarnessError(
@@ -83,10 +56,10 @@ def download(repo_id: str, revision: str | None) -> Path:
             f"set `model_revision` in the recipe (or run `harness lock`), never a branch name."
         )
     what = f"model {repo_id}@{revision[:12]}"
-    path = Path(_call(what, snapshot_download, repo_id, revision=revision, allow_patterns=WEIGHT_PATTERNS))
+    path = Path(call(what, snapshot_download, repo_id, revision=revision, allow_patterns=WEIGHT_PATTERNS))
     if not any(path.glob("*.safetensors")):  # only pickled weights published: fetch them for safe loading
-        path = Path(_call(what, snapshot_download, repo_id, revision=revision,
-                          allow_patterns=[*WEIGHT_PATTERNS, "*.bin"]))
+        path = Path(call(what, snapshot_download, repo_id, revision=revision,
+                         allow_patterns=[*WEIGHT_PATTERNS, "*.bin"]))
     return path
 
 

@@ -66,7 +66,7 @@ class Params(StageParams):
 
     @model_validator(mode="after")
     def _check(self):
-        from harness.models.loading import REGISTRY_PREFIX
+        from harness.refs import REGISTRY_PREFIX
 
         if self.examples_source != "train-split" and not self.examples_source.startswith(REGISTRY_PREFIX):
             raise ValueError(f"examples_source must be `train-split` or `{REGISTRY_PREFIX}<id>` (published examples, "
@@ -117,7 +117,7 @@ def load_backend(params: Params, store_root: Path, device: str):
 
 def few_shot_examples(params: Params, corpus, dynamic: bool, store):
     """The real (query, document) examples a dynamic prompt shows: from the train split or a published file."""
-    from harness.fetch import registry_files
+    from harness.refs import registry_files
     from harness.stages.prompts import published_examples, train_split_examples
 
     if not dynamic:

@@ -102,13 +102,13 @@ def trial_count(slow: bool) -> int:
 
 @pytest.fixture
 def no_hub_sleep(monkeypatch):
-    """Backoff sleeps skipped but recorded: `waits.hf` (huggingface_hub's own), `waits.harness` (harness.fetch)."""
+    """Backoff sleeps skipped but recorded: `waits.hf` (huggingface_hub's own), `waits.harness` (harness.hub)."""
     import time
     from types import SimpleNamespace
 
     import huggingface_hub.utils._http as hf_http
 
-    from harness import fetch as fetch_mod
+    from harness import hub
 
     waits = SimpleNamespace(hf=[], harness=[])
 
@@ -123,6 +123,6 @@ def no_hub_sleep(monkeypatch):
             self.into.append(seconds)
 
     monkeypatch.setattr(hf_http, "time", _Recorded(waits.hf))
-    monkeypatch.setattr(fetch_mod, "time", _Recorded(waits.harness))
-    monkeypatch.setattr(fetch_mod, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(hub, "time", _Recorded(waits.harness))
+    monkeypatch.setattr(hub, "BACKOFF_S", 0.01)
     return waits

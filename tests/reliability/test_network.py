@@ -12,9 +12,11 @@ import time
 
 import pytest
 
-from harness import fetch as fetch_mod
+from harness import hub as hub_client
 from harness.errors import HarnessError
-from harness.fetch import NetworkUnavailable, fetch, lock
+from harness.fetch import fetch
+from harness.hub import NetworkUnavailable
+from harness.lock import lock
 from harness.registry import Entry, Registry
 
 RUN = "".join(f"q{q} Q0 d{d} {d} {10 - d / 10:.1f} bm25\n" for q in range(1, 40) for d in range(1, 30))
@@ -111,7 +113,7 @@ def test_error_burst_longer_than_the_retries(hub, store, reliability):
         one_sentence(exc.value, ENTRY, PATH)
         assert time.monotonic() - started < 60
         tries = sum(1 for _, p in hub.requests[before:] if p.endswith(PATH))
-        assert 3 <= tries <= 6 * fetch_mod.RETRIES, f"{tries} requests: retries not bounded"
+        assert 3 <= tries <= 6 * hub_client.RETRIES, f"{tries} requests: retries not bounded"
         waits = hub.waits.hf + hub.waits.harness
         assert waits, "no backoff between the retries"
         for series in (hub.waits.hf, hub.waits.harness):

@@ -122,7 +122,7 @@ def test_registry_file_names_that_leave_the_store(reliability, name):
 @pytest.mark.parametrize("name", ["../escape.trec", "sub/../../escape.trec"])
 def test_hub_listing_with_a_file_name_that_leaves_the_store(local_hub, store, tmp_path, monkeypatch, reliability,
                                                              name):
-    from harness.fetch import lock
+    from harness.lock import lock
     from harness.registry import Entry, Registry
 
     monkeypatch.setattr("harness.registry.project_lock", lambda: tmp_path / "registry.lock")
