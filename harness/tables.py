@@ -23,7 +23,8 @@ def _delta(value: float | None) -> str:
 def comparison(rows: list[Row]) -> list[list[str]]:
     """The long form: one line per comparison."""
     header = ["recipe", "dataset", "metric", "reference", "expected", "actual", "delta", "tolerance", "verdict"]
-    body = [[r.recipe, r.dataset, r.metric, r.reference, _fmt(r.expected), _fmt(r.actual), _delta(r.delta),
+    body = [[r.recipe, r.dataset, r.metric, r.reference, _fmt(r.expected),
+             _fmt(r.actual) + (f" ± {r.std:.4f}" if r.std is not None else ""), _delta(r.delta),  # mean ± std over seeds
              f"{r.tolerance:g}", r.verdict + (f" ({r.note})" if r.note else "")] for r in rows]
     return [header, *body]
 

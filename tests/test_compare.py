@@ -49,7 +49,7 @@ def test_pinned_regression_level(tmp_path, monkeypatch):
     _results(tmp_path, recipe, {"scifact": 0.6789})
     pin(recipe, tmp_path)
     assert [r.verdict for r in compare(recipe, tmp_path, ["scifact"], pinned=True)] == ["ok"]
-    (tmp_path / recipe.name / "v1" / "scifact.json").write_text(json.dumps({"dataset": "scifact", "metrics": {"nDCG@10": 0.6780}}))
+    (tmp_path / recipe.name / f"v{recipe.version}" / "scifact.json").write_text(json.dumps({"dataset": "scifact", "metrics": {"nDCG@10": 0.6780}}))
     assert [r.verdict for r in compare(recipe, tmp_path, ["scifact"], pinned=True)] == ["below"]
 
 
