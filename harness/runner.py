@@ -253,7 +253,8 @@ class Runner:
                     steps = self.steps(member)
                 except HarnessError:
                     steps = self.steps(member, missing_data_ok=True)
-                for step in steps.values():
+                for name in self.needed(steps):  # nothing upstream of a fetched stage counts
+                    step = steps[name]
                     if self.mode == "auto" and step.stage not in FETCH_IN_AUTO:
                         continue
                     gap = self.gap(step)
