@@ -14,6 +14,7 @@ from harness.data.catalog import get_dataset, members
 from harness.errors import HarnessError
 from harness.recipes import Recipe
 from harness.runner import FETCH_IN_AUTO, Runner, available_locally
+from harness.stages import STAGE_NAMES
 from harness.store import Store
 
 # stage → units processed per GPU hour (0: CPU work, not counted in GPU hours).
@@ -42,7 +43,8 @@ def units(stage: str, params: dict, dataset: str) -> int:
     if stage == "negatives":
         return params.get("top_k", 10_000)
     if stage == "train":
-        return params.get("steps", 0) * params.get("batch_size", 128) or 2 * params.get("top_k", 10_000)
+        # `steps` of `batch_size` examples, or one epoch (`steps: null`) of the filter's 10,000 triples, 2 examples each
+        return (params.get("steps") or 0) * (params.get("batch_size") or 128) or 2 * params.get("top_k", 10_000)
     if stage == "rerank":
         return queries * params.get("depth", 1000)
     return queries
@@ -89,7 +91,7 @@ def plan(
                         work = units(name, step.params.model_dump(), member) / max(1, len(subsets))
                         gpu += work / throughput * (runs if "seed" in step.params.model_fields else 1)
         modes = []
-        for name, decided in per_stage.items():
+        for name, decided in sorted(per_stage.items(), key=lambda item: STAGE_NAMES.index(item[0])):
             text = decided[0] if len(set(decided)) == 1 else "/".join(sorted(set(decided)))
             modes.append(f"{name}:{text}")
         total_gpu += gpu

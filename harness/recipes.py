@@ -39,6 +39,9 @@ class Reference(Strict):
     # dataset → the system (row of the same table) to compare with instead, with the reason in `notes`
     # (e.g. Climate-FEVER run with FEVER's prompt: the footnoted row).
     system_for: dict[str, str] = {}
+    # An average row of the table that is not over every dataset it prints → the datasets it averages (e.g.
+    # InPars-v2 Table 1's "Avg PrGator": "the average of datasets reported by Promptagator").
+    averages: dict[str, list[str]] = {}
 
 
 class Regression(Strict):

@@ -216,7 +216,7 @@ class Runner:
             return None
         entry = self.entry(step.published)
         if entry is None:
-            why = "no such entry in the registry (nothing published under that name)"
+            why = "not in the registry: nothing is published under that id"
         elif entry.superseded_by:
             why = f"superseded by {entry.superseded_by}"
         elif not entry.usable:

@@ -124,7 +124,7 @@ def test_plan_says_what_auto_regenerates_and_where_fetch_would_stop(store, tmp_p
     assert main(["plan", recipe, "-d", "scifact", "--mode", "auto"]) == 0
     out = capsys.readouterr().out
     assert "train:regenerate" in out and "not published, regenerated instead" in out
-    assert "nowhere/scifact/reranker (no such entry in the registry" in out
+    assert "nowhere/scifact/reranker (not in the registry" in out
     assert main(["plan", recipe, "-d", "scifact", "-d", "fiqa", "--mode", "fetch"]) == 0
     out = capsys.readouterr().out
     assert "train:gap" in out and "--mode fetch stops before any work: 2 published stage(s)" in out
