@@ -194,3 +194,21 @@ def test_plan_shows_an_entrys_unverified_name(store, tmp_path, capsys):
     assert main(["plan", str(path), "-d", "scifact", "--mode", "fetch"]) == 0
     out = capsys.readouterr().out
     assert "mine/scifact/reranker (unverified: no public code or page names this repository)" in out
+
+
+def test_auto_mode_regenerates_a_gap_and_says_so(store, tmp_path):
+    from harness import recipes
+    from harness.runner import Runner
+
+    path = tmp_path / "gap.yaml"
+    path.write_text("name: gap\nversion: 1\nchangelog: {1: x}\nextends: smoke\n"
+                    "published: {generate: 'nowhere/{name}/queries'}\n")
+    said: list[str] = []
+    runner = Runner(recipes.load(str(path), ["generate.n_docs=4", "generate.max_new_tokens=4"]), store,
+                    mode="auto", echo=said.append, progress=False)
+    assert runner.check_gaps(["sample"]) is None  # only fetch mode stops
+    step = runner.steps("sample")["generate"]
+    runner.ensure(step, done := {})
+    assert any("generate  not published (nowhere/sample/queries: not in the registry" in s and "regenerating" in s
+               for s in said)
+    assert [o.mode for o in done.values() if o.step.stage == "generate"] == ["regenerate"]
