@@ -13,7 +13,7 @@ from pathlib import Path
 from harness.data.catalog import get_dataset, members
 from harness.errors import HarnessError
 from harness.recipes import Recipe
-from harness.runner import FETCH_IN_AUTO, Runner, available_locally
+from harness.runner import FETCH_IN_AUTO, Mode, Runner, available_locally
 from harness.stages import STAGE_NAMES
 from harness.store import Store
 
@@ -51,7 +51,7 @@ def units(stage: str, params: dict, dataset: str) -> int:
 
 
 def plan(
-    recipe: Recipe, datasets: list[str], store: Store, *, mode: str = "auto", data_dir: Path | None = None,
+    recipe: Recipe, datasets: list[str], store: Store, *, mode: Mode = "auto", data_dir: Path | None = None,
     source: str = "folder", limit_queries: int | None = None,
 ) -> str:
     """The plan as text: one block per dataset (CQADupStack's forums inside one row), and the totals."""
@@ -91,8 +91,8 @@ def plan(
                         work = units(name, step.params.model_dump(), member) / max(1, len(subsets))
                         gpu += work / throughput * (runs if "seed" in step.params.model_fields else 1)
         modes = []
-        for name, decided in sorted(per_stage.items(), key=lambda item: STAGE_NAMES.index(item[0])):
-            text = decided[0] if len(set(decided)) == 1 else "/".join(sorted(set(decided)))
+        for name, each in sorted(per_stage.items(), key=lambda item: STAGE_NAMES.index(item[0])):
+            text = each[0] if len(set(each)) == 1 else "/".join(sorted(set(each)))
             modes.append(f"{name}:{text}")
         total_gpu += gpu
         label = f"{dataset} ({len(subsets)} forums)" if len(subsets) > 1 else dataset

@@ -68,7 +68,7 @@ class Recipe(Strict):
     # dataset (cqadupstack), `{name}` the scored one (cqadupstack/android). null drops an inherited entry.
     published: dict[str, str | None] = {}
     reference: list[Reference] = []
-    regression: Regression = Regression()
+    regression: Regression = Regression(tolerance=1e-4)
     notes: list[str] = []
     # stage → cost model overrides for `harness plan` (see harness/plan.py).
     cost: dict[str, dict[str, float]] = {}
