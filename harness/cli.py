@@ -256,6 +256,7 @@ def _reproduce(args, recipe, datasets, runner) -> int:
 
     print(f"harness reproduce {recipe.name} v{recipe.version}" + (f" (modified: {recipe.modified})" if recipe.modified else "")
           + f", mode {args.mode}, {len(datasets)} dataset(s)" + (", executor ray" if args.executor == "ray" else ""))
+    runner.check_gaps(datasets)  # fetch mode: stop before any work when a published stage cannot be fetched
     done, skipped = [], []
     started = time.time()
     for dataset in datasets:
@@ -305,7 +306,9 @@ def cmd_compare(args) -> int:
         return 0
     rows = _rows(args)
     print(markdown(rows), end="")
-    counts = {v: sum(r.verdict == v for r in rows) for v in ("ok", "above", "below", "no-reference", "no-result")}
+    from harness.compare import VERDICTS
+
+    counts = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}
     print(", ".join(f"{n} {v}" for v, n in counts.items() if n))
     if args.strict and (counts["below"] or (args.pinned and (counts["above"] or counts["no-result"]))):
         return 1

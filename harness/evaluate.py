@@ -22,13 +22,19 @@ DEFAULT_METRICS = ("nDCG@10", "MRR@10", "R@100", "R@1000", "MAP")
 
 
 def evaluate(
-    run: Run, qrels: Qrels, metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS, relevance_level: int = 1
+    run: Run, qrels: Qrels, metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS, relevance_level: int = 1,
+    ignore_identical_ids: bool = True,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """(mean per metric, per-query scores) over every query of the qrels that has a relevant document.
 
     trec_eval `-c`: a judged query missing from the run scores 0 and is kept in the mean, instead of
     being dropped (which would inflate the score of a run that fails on hard queries). Queries of the
     run without judgments are ignored, as trec_eval does.
+
+    `ignore_identical_ids`: a hit whose document id is the query id is dropped before scoring, for every
+    dataset, as BEIR's `EvaluateRetrieval.evaluate(..., ignore_identical_ids=True)` does by default (ArguAna's
+    and Quora's queries are documents of their corpus: a run that keeps the query's own document, such as a
+    published or reranked one, would otherwise be scored with it).
     """
     import pytrec_eval
 
@@ -40,7 +46,8 @@ def evaluate(
         raise HarnessError("The qrels have no relevant judgment at this relevance level: nothing to evaluate.")
     # Scores as given: trec_eval sorts by score and breaks ties by document id (descending), so a
     # stage that wants its own order kept must give strictly decreasing scores (the reranker does).
-    as_dict = {q: dict(hits) for q, hits in run.items() if q in judged}
+    as_dict = {q: {d: s for d, s in hits if not (ignore_identical_ids and d == q)} for q, hits in run.items()
+               if q in judged}
     per_query: dict[str, dict[str, float]] = {q: {} for q in judged}
     plain = [m for m in metrics if m != "MRR@10"]
     if plain:
@@ -60,6 +67,11 @@ def evaluate(
             scores.setdefault(m, 0.0)
     means = {m: fmean(per_query[q][m] for q in per_query) for m in metrics}
     return means, per_query
+
+
+def identical_ids(run: Run) -> int:
+    """How many hits of a run have the query's own id as document id (what `ignore_identical_ids` drops)."""
+    return sum(1 for q, hits in run.items() for d, _ in hits if d == q)
 
 
 def mean_of(groups: list[dict[str, float]]) -> dict[str, float]:

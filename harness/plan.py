@@ -13,7 +13,8 @@ from pathlib import Path
 from harness.data.catalog import get_dataset, members
 from harness.errors import HarnessError
 from harness.recipes import Recipe
-from harness.runner import Runner, available_locally
+from harness.runner import FETCH_IN_AUTO, Mode, Runner, available_locally
+from harness.stages import STAGE_NAMES
 from harness.store import Store
 
 # stage → units processed per GPU hour (0: CPU work, not counted in GPU hours).
@@ -42,14 +43,15 @@ def units(stage: str, params: dict, dataset: str) -> int:
     if stage == "negatives":
         return params.get("top_k", 10_000)
     if stage == "train":
-        return params.get("steps", 0) * params.get("batch_size", 128) or 2 * params.get("top_k", 10_000)
+        # `steps` of `batch_size` examples, or one epoch (`steps: null`) of the filter's 10,000 triples, 2 examples each
+        return (params.get("steps") or 0) * (params.get("batch_size") or 128) or 2 * params.get("top_k", 10_000)
     if stage == "rerank":
         return queries * params.get("depth", 1000)
     return queries
 
 
 def plan(
-    recipe: Recipe, datasets: list[str], store: Store, *, mode: str = "auto", data_dir: Path | None = None,
+    recipe: Recipe, datasets: list[str], store: Store, *, mode: Mode = "auto", data_dir: Path | None = None,
     source: str = "folder", limit_queries: int | None = None,
 ) -> str:
     """The plan as text: one block per dataset (CQADupStack's forums inside one row), and the totals."""
@@ -58,6 +60,10 @@ def plan(
     runner = Runner(recipe, store, mode=mode, data_dir=data_dir, source=source, limit_queries=limit_queries,
                     echo=lambda _: None, progress=False)
     rows, notes, total_gpu = [], [], 0.0
+    gap_lines, unverified_lines = [], []
+    # With `seeds`, the first seed's pipeline stands for all: the stages that take a seed are built once per seed.
+    runner.seed = recipe.seeds[0] if recipe.seeds else None
+    runs = len(recipe.seeds) if recipe.seeds else 1
     for dataset in datasets:
         why = available_locally(dataset, data_dir, source)
         subsets = members(dataset)
@@ -68,28 +74,47 @@ def plan(
                 steps = runner.steps(member)
             except HarnessError:
                 steps = runner.steps(member, missing_data_ok=True)
-            for name, step in steps.items():
-                decided = runner.decide(step) if step.params is not None else "regenerate"
+            for name, decided in runner.needed(steps).items():  # what the run will touch, nothing upstream of a fetch
+                step = steps[name]
+                gap = runner.gap(step) if mode == "fetch" or name in FETCH_IN_AUTO else None
+                if gap is not None and (mode == "fetch" or decided == "regenerate"):
+                    gap_lines.append(f"  {member} {name}: {gap.entry_id} ({gap.why})")
+                    if mode == "fetch":
+                        decided = "gap"
+                entry = runner.entry(step.published) if decided == "fetch" and step.published else None
+                if entry is not None and getattr(entry, "unverified", None):
+                    unverified_lines.append(f"  {member} {name}: {step.published} (unverified: {entry.unverified})")
                 per_stage.setdefault(name, []).append(decided)
                 if decided == "regenerate":
                     throughput = recipe.cost.get(name, {}).get("per_gpu_hour", DEFAULT_THROUGHPUT.get(name, 0))
                     if throughput:
                         work = units(name, step.params.model_dump(), member) / max(1, len(subsets))
-                        gpu += work / throughput
+                        gpu += work / throughput * (runs if "seed" in step.params.model_fields else 1)
         modes = []
-        for name, decided in per_stage.items():
-            text = decided[0] if len(set(decided)) == 1 else "/".join(sorted(set(decided)))
+        for name, each in sorted(per_stage.items(), key=lambda item: STAGE_NAMES.index(item[0])):
+            text = each[0] if len(set(each)) == 1 else "/".join(sorted(set(each)))
             modes.append(f"{name}:{text}")
         total_gpu += gpu
         label = f"{dataset} ({len(subsets)} forums)" if len(subsets) > 1 else dataset
         rows.append([label, "  ".join(modes), f"{gpu:.1f}", _data_state(dataset, why)])
         if why:
             notes.append(f"  {dataset}: {why}")
-    header = ["dataset", "stages (reuse / fetch / regenerate)", "GPU h", "data"]
+    header = ["dataset", "stages (reuse / fetch / regenerate" + (" / gap" if mode == "fetch" else "") + ")", "GPU h",
+              "data"]
     text = f"plan for {recipe.name} v{recipe.version}, mode {mode}\n"
+    if recipe.seeds:
+        text += (f"seeds {', '.join(map(str, recipe.seeds))}: the stages with a `seed` are built once per seed "
+                 "(shown: the first seed; GPU hours count every seed); results are the mean and standard deviation\n")
     text += tabulate(rows, headers=header, tablefmt="simple") + "\n"
     if notes:
         text += "datasets to obtain first:\n" + "\n".join(notes) + "\n"
+    if gap_lines and mode == "fetch":
+        text += (f"--mode fetch stops before any work: {len(gap_lines)} published stage(s) cannot be fetched "
+                 "(run with --mode auto to regenerate them, or --mode regenerate):\n" + "\n".join(gap_lines) + "\n")
+    elif gap_lines:
+        text += "not published, regenerated instead:\n" + "\n".join(gap_lines) + "\n"
+    if unverified_lines:
+        text += "fetched from repositories whose names are not confirmed:\n" + "\n".join(unverified_lines) + "\n"
     text += f"total estimated GPU hours: {total_gpu:.1f} (cost model: harness/plan.py; override in the recipe's `cost:`)\n"
     return text
 

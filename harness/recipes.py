@@ -27,8 +27,21 @@ class Reference(Strict):
     table: str
     system: str
     metric: str = "nDCG@10"
+    # The papers print values truncated or rounded to 3 decimals (a printed 0.774 may stand for 0.7749, and a
+    # truncated one is up to 0.001 below the true value): a tolerance below 0.001 cannot tell them apart.
     tolerance: float = Field(0.01, ge=0)
     label: str = ""  # short name in tables, e.g. "InPars-v2 Table 1"
+    # Another system shown for information (e.g. Promptagator++): compared without a pass/fail verdict.
+    informational: bool = False
+    # dataset → why the reported number cannot be compared with ours (e.g. another metric or passage setting):
+    # the row is shown with the verdict `not-comparable` and this reason, never left out.
+    not_comparable: dict[str, str] = {}
+    # dataset → the system (row of the same table) to compare with instead, with the reason in `notes`
+    # (e.g. Climate-FEVER run with FEVER's prompt: the footnoted row).
+    system_for: dict[str, str] = {}
+    # An average row of the table that is not over every dataset it prints → the datasets it averages (e.g.
+    # InPars-v2 Table 1's "Avg PrGator": "the average of datasets reported by Promptagator").
+    averages: dict[str, list[str]] = {}
 
 
 class Regression(Strict):
@@ -45,6 +58,9 @@ class Recipe(Strict):
     description: str = ""
     extends: str | None = None
     datasets: list[str] = ["beir"]
+    # Several runs with different seeds: every stage parameter named `seed` takes each value in turn; results
+    # hold the mean, the sample standard deviation and each seed's scores. None: one run, as the stages say.
+    seeds: list[int] | None = None
     stages: dict[str, dict[str, Any]]
     # dataset → stage → parameters that differ for that dataset (e.g. the Promptagator template).
     overrides: dict[str, dict[str, dict[str, Any]]] = {}
@@ -52,7 +68,7 @@ class Recipe(Strict):
     # dataset (cqadupstack), `{name}` the scored one (cqadupstack/android). null drops an inherited entry.
     published: dict[str, str | None] = {}
     reference: list[Reference] = []
-    regression: Regression = Regression()
+    regression: Regression = Regression(tolerance=1e-4)
     notes: list[str] = []
     # stage → cost model overrides for `harness plan` (see harness/plan.py).
     cost: dict[str, dict[str, float]] = {}
@@ -65,6 +81,14 @@ class Recipe(Strict):
         for stage in value:
             if stage not in STAGE_NAMES:
                 raise ValueError(f"unknown stage {stage!r}.{close_matches(stage, STAGE_NAMES)} Stages: {', '.join(STAGE_NAMES)}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) < 2 or len(set(value)) != len(value) or min(value) < 0):
+            raise ValueError("`seeds` lists two or more distinct non-negative integers (for one run, set the "
+                             "stages' `seed` instead)")
         return value
 
     @field_validator("changelog")
@@ -132,9 +156,16 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, mapping by mapping. An empty mapping (`published: {}`) replaces what `base`
+    had, and a null (`train: null`) removes the inherited key: a variant can clear what it does not want."""
     out = copy.deepcopy(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and value and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
     return out
 
 

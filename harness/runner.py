@@ -59,10 +59,24 @@ class Outcome:
 @dataclass
 class DatasetResult:
     dataset: str
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # with seeds: the mean over the seeds
     outcomes: list[Outcome] = field(default_factory=list)
     members: dict[str, dict[str, float]] = field(default_factory=dict)
     path: Path | None = None
+    excluded_example_queries: int = 0  # few-shot example queries left out of evaluation (all members)
+    std: dict[str, float] = field(default_factory=dict)  # sample standard deviation over the seeds
+    per_seed: dict[int, dict[str, float]] = field(default_factory=dict)
+    seeds: dict[int, int | None] = field(default_factory=dict)  # id(outcome) → the seed it was built for
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A published stage the registry cannot serve (no entry, or an unusable one): it must be regenerated."""
+
+    dataset: str
+    stage: str
+    entry_id: str
+    why: str
 
 
 class Runner:
@@ -89,12 +103,17 @@ class Runner:
         self.limit_queries = limit_queries
         self.results_dir = results_dir
         self.echo, self.progress = echo, progress
+        self.seed: int | None = None  # the seed of the run being built (a recipe's `seeds`), None: the stages' own
+        self._registry = None
+        self._told: set[tuple[str, str]] = set()
 
     # --- the graph ------------------------------------------------------------------------------
     def _params(self, stage: str, dataset: str, extra: dict | None = None) -> StageParams:
         from harness.refs import pin_registry_refs
 
         values = {**(self.recipe.stage_params(stage, dataset) or {}), **(extra or {})}
+        if self.seed is not None and "seed" in get_stage(stage).params.model_fields:
+            values["seed"] = self.seed  # every stage parameter named `seed` takes the run's seed
         # Planning only: refs already locked are pinned; the others are pinned when the step is built.
         values = pin_registry_refs(values, self.store.root, offline_ok=True)
         return parse_params(stage, values, f"{self.recipe.source}: stages.{stage} for {dataset}")
@@ -168,12 +187,91 @@ class Runner:
         return "reuse" if self._in_store(step.key) else "regenerate"
 
     def _fetches(self, step: Step) -> bool:
-        """fetch mode: every published stage is fetched; auto: expensive ones not already built here."""
+        """fetch mode: every published stage is fetched; auto: expensive ones not already built here, and
+        only where the registry can serve them (a gap is regenerated, see `gap`)."""
         if not step.published:
             return False
         if self.mode == "fetch":
             return True
-        return self.mode == "auto" and step.stage in FETCH_IN_AUTO and not self._in_store(step.key)
+        return (self.mode == "auto" and step.stage in FETCH_IN_AUTO and not self._in_store(step.key)
+                and self.gap(step) is None)
+
+    # --- gaps: published ids the registry cannot serve -------------------------------------------
+    def registry(self):
+        if self._registry is None:
+            from harness.registry import Registry
+
+            self._registry = Registry(self.store.root)
+        return self._registry
+
+    def entry(self, entry_id: str):
+        """The registry entry of an id, or None (no exception: a missing entry is a gap, not an error)."""
+        registry = self.registry()
+        find = getattr(registry, "find", None)
+        return find(entry_id) if find is not None else registry.entries.get(entry_id)
+
+    def gap(self, step: Step) -> Gap | None:
+        """Why the published id of `step` cannot be fetched (no entry, unusable, superseded), or None."""
+        if not step.published:
+            return None
+        entry = self.entry(step.published)
+        if entry is None:
+            why = "not in the registry: nothing is published under that id"
+        elif entry.superseded_by:
+            why = f"superseded by {entry.superseded_by}"
+        elif not entry.usable:
+            why = entry.known_gap or "the published artifact cannot serve"
+        else:
+            return None
+        return Gap(step.dataset, step.stage, step.published, why)
+
+    def needed(self, steps: dict[str, Step]) -> dict[str, str]:
+        """stage → what will happen to it (`reuse`, `fetch`, `regenerate`), for the steps the run will touch:
+        walking from the sink, the inputs of a fetched step are not needed and are left out."""
+        out: dict[str, str] = {}
+
+        def visit(step: Step) -> None:
+            if step.stage in out:
+                return
+            decided = self.decide(step)
+            out[step.stage] = decided
+            if decided != "fetch":
+                for s in step.inputs.values():
+                    visit(s)
+
+        visit(steps["evaluate"])
+        return {name: out[name] for name in steps if name in out}  # pipeline order
+
+    def gaps(self, datasets: list[str]) -> list[Gap]:
+        """The gaps this run would meet: in fetch mode every published stage, in auto the fetched-in-auto ones."""
+        if self.mode == "regenerate":
+            return []
+        found = []
+        for dataset in datasets:
+            for member in members(dataset):
+                try:
+                    steps = self.steps(member)
+                except HarnessError:
+                    steps = self.steps(member, missing_data_ok=True)
+                for name in self.needed(steps):  # nothing upstream of a fetched stage counts
+                    step = steps[name]
+                    if self.mode == "auto" and step.stage not in FETCH_IN_AUTO:
+                        continue
+                    gap = self.gap(step)
+                    if gap is not None:
+                        found.append(gap)
+        return found
+
+    def check_gaps(self, datasets: list[str]) -> None:
+        """In fetch mode, stop before any work when a published stage cannot be fetched, listing every gap."""
+        if self.mode != "fetch":
+            return
+        found = self.gaps(datasets)
+        if found:
+            listed = "; ".join(f"{g.dataset} {g.stage}: {g.entry_id} ({g.why})" for g in found)
+            raise HarnessError(f"{self.recipe.source}: --mode fetch cannot fetch {len(found)} published stage(s): "
+                               f"{listed}. Run with --mode auto (regenerates these, fetches the rest) or "
+                               "--mode regenerate (builds everything).")
 
     def _in_store(self, key: str) -> bool:
         return (self.store.path(key) / "manifest.json").is_file()
@@ -188,6 +286,13 @@ class Runner:
         if id(step) in done:
             return done[id(step)].artifact
         started = time.time()
+        if (self.mode == "auto" and step.published and step.stage in FETCH_IN_AUTO
+                and (step.dataset, step.stage) not in self._told and not self._in_store(step.key)):
+            gap = self.gap(step)
+            if gap is not None:
+                self._told.add((step.dataset, step.stage))
+                self.echo(f"  {step.dataset:<22} {step.stage:<9} not published ({gap.entry_id}: {gap.why}); "
+                          "regenerating")
         if self._fetches(step):
             fetched = self._fetch(step)
             if fetched is not None:
@@ -246,21 +351,53 @@ class Runner:
 
     # --- datasets -----------------------------------------------------------------------------
     def run_dataset(self, dataset: str) -> DatasetResult:
-        """Run one dataset (a group such as CQADupStack: each member, then the mean)."""
+        """Run one dataset (a group such as CQADupStack: each member, then the mean), once per seed of the
+        recipe's `seeds` (then the mean over the seeds, with the sample standard deviation)."""
+        from statistics import stdev
+
+        from harness.evaluate import mean_of
+
+        seeds: list[int | None] = list(self.recipe.seeds) if self.recipe.seeds else [None]
+        runs = []
+        try:
+            for seed in seeds:
+                self.seed = seed
+                runs.append(self._run_once(dataset))
+        finally:
+            self.seed = None
+        if seeds == [None]:
+            result = runs[0]
+        else:
+            result = DatasetResult(dataset, mean_of([r.metrics for r in runs]))
+            result.std = {m: stdev(r.metrics[m] for r in runs) for m in result.metrics}
+            result.per_seed = {seed: r.metrics for seed, r in zip(seeds, runs) if seed is not None}
+            if runs[0].members:
+                result.members = {m: mean_of([r.members[m] for r in runs]) for m in runs[0].members}
+            for seed, r in zip(seeds, runs):
+                result.outcomes.extend(r.outcomes)
+                result.seeds.update({id(o): seed for o in r.outcomes})
+            # The seeds may show different few-shot examples: the largest count is the one to warn about.
+            result.excluded_example_queries = max(r.excluded_example_queries for r in runs)
+        if self.results_dir is not None:
+            result.path = self.write_result(result)
+        return result
+
+    def _run_once(self, dataset: str) -> DatasetResult:
         from harness.evaluate import mean_of
 
         parts = {}
         outcomes: list[Outcome] = []
+        excluded = 0
         for member in members(dataset):
             done: dict[int, Outcome] = {}
             steps = self.steps(member)
             scores = self.ensure(steps["evaluate"], done)
             parts[member] = scores.summary["metrics"]
+            excluded += scores.summary.get("excluded_example_queries", 0)
             outcomes.extend({id(o): o for o in done.values()}.values())  # a shared artifact counts once
         metrics = parts[dataset] if list(parts) == [dataset] else mean_of(list(parts.values()))
         result = DatasetResult(dataset, metrics, outcomes, parts if len(parts) > 1 else {})
-        if self.results_dir is not None:
-            result.path = self.write_result(result)
+        result.excluded_example_queries = excluded
         return result
 
     def write_result(self, result: DatasetResult) -> Path:
@@ -277,12 +414,16 @@ class Runner:
             "version": r.version,
             "dataset": result.dataset,
             "metrics": result.metrics,
+            **({"std": result.std, "seeds": list(r.seeds),
+                "per_seed": {str(seed): scores for seed, scores in result.per_seed.items()}} if r.seeds else {}),
             "members": result.members,
+            # Few-shot example queries left out of evaluation (the leak fix); the papers' numbers include them.
+            "excluded_example_queries": result.excluded_example_queries,
             "modified": r.modified,
             "limit_queries": self.limit_queries,
             "stages": [
                 {"dataset": o.step.dataset, "stage": o.step.stage, "key": o.artifact.key, "mode": o.mode,
-                 "seconds": round(o.seconds, 3)}
+                 "seconds": round(o.seconds, 3), **({"seed": result.seeds.get(id(o))} if r.seeds else {})}
                 for o in result.outcomes
             ],
             "environment": environment(),

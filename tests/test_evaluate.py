@@ -46,3 +46,32 @@ def test_ties_are_broken_by_document_id_descending_as_trec_eval():
 
 def test_mean_of_groups():
     assert mean_of([{"m": 0.2}, {"m": 0.4}]) == {"m": pytest.approx(0.3)}
+
+
+def test_a_hit_equal_to_the_query_id_is_ignored_as_beir_does_arguana_shaped():
+    """BEIR, beir/retrieval/evaluation.py, `EvaluateRetrieval.evaluate(qrels, results, k_values,
+    ignore_identical_ids: bool = True)`: `for pid in list(rels): if qid == pid: results[qid].pop(pid)`, for every
+    dataset. ArguAna's queries are arguments of the corpus: a published run ranks each query's own argument
+    first, and its counter-argument (the relevant one) second."""
+    qrels = {"arg1": {"arg1-counter": 1}, "arg2": {"arg2-counter": 1}}
+    run = {"arg1": [("arg1", 30.0), ("arg1-counter", 20.0), ("x", 10.0)],
+           "arg2": [("arg2", 30.0), ("y", 25.0), ("arg2-counter", 20.0)]}
+    means, per_query = evaluate(run, qrels, ["nDCG@10", "MRR@10"])
+    assert per_query["arg1"] == {"nDCG@10": 1.0, "MRR@10": 1.0}  # the counter-argument is now first
+    assert per_query["arg2"]["nDCG@10"] == pytest.approx(1 / math.log2(3))  # second, not third
+    kept, _ = evaluate(run, qrels, ["nDCG@10"], ignore_identical_ids=False)
+    assert kept["nDCG@10"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 2)
+    assert means["nDCG@10"] - kept["nDCG@10"] > 0.1  # the size of the effect the issue measured
+
+
+def test_the_rule_changes_nothing_without_self_hits():
+    qrels = {"q1": {"d1": 1, "d3": 2}}
+    run = {"q1": [("d2", 3.0), ("d1", 2.0), ("d3", 1.0)]}
+    assert evaluate(run, qrels, ["nDCG@10"]) == evaluate(run, qrels, ["nDCG@10"], ignore_identical_ids=False)
+
+
+def test_the_evaluate_stage_applies_the_rule_for_every_dataset_and_its_version_says_so():
+    from harness.stages import evaluate as stage
+
+    assert stage.Params().ignore_identical_ids is True
+    assert stage.STAGE.version == 2  # v1 removed self-hits only in the harness's own retrieval (ArguAna, Quora)

@@ -49,9 +49,25 @@ def test_inpars_v2_fetch_mode_fetches_reranks_evaluates_and_compares(published, 
                      "evaluate": "regenerate"}
     assert 0.0 <= result["metrics"]["nDCG@10"] <= 1.0
     # (the corpus was built by the fixture's BM25 run.) The comparison with the paper's table: a tiny random reranker is far below InPars-v2's 0.774.
-    folder = tmp_path / "res" / "inpars-v2"
-    (folder / "v1").mkdir(exist_ok=True)
-    (folder / "v1" / "scifact.json").write_text(json.dumps(result))
+    folder = tmp_path / "res" / "inpars-v2" / f"v{result['version']}"
+    folder.mkdir(exist_ok=True)
+    (folder / "scifact.json").write_text(json.dumps(result))
     assert main(["compare", "inpars-v2", "-d", "scifact", "--results-dir", str(tmp_path / "res")]) == 0
     table = capsys.readouterr().out
     assert "| inpars-v2 | scifact" in table and "below" in table
+
+
+def test_plan_of_inpars_v2_in_fetch_mode_reads_as_the_run(store, capsys):
+    """What fetch mode touches for InPars-v2 on SciFact: the published BM25 run and reranker, then reranking and
+    evaluation; nothing upstream of the fetched reranker (its synthetic data is not needed)."""
+    assert main(["plan", "inpars-v2", "-d", "scifact", "--mode", "fetch"]) == 0
+    out = capsys.readouterr().out
+    assert "retrieve:fetch" in out and "train:fetch" in out and "rerank:regenerate" in out
+    assert "generate:" not in out and "negatives:" not in out and "stops before any work" not in out
+
+
+def test_plan_of_the_cqadupstack_gaming_forum_regenerates_its_empty_reranker(store, capsys):
+    """registry.yaml: zeta-alpha-ai/monot5-3b-inpars-v2-cqadupstack-gaming is `usable: false` (published empty)."""
+    assert main(["plan", "inpars-v2", "-d", "cqadupstack"]) == 0
+    out = capsys.readouterr().out
+    assert "train:fetch/regenerate" in out and "cqadupstack/gaming train" in out

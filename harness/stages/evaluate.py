@@ -9,7 +9,7 @@ from pydantic import Field
 from harness.data import beir
 from harness.data.catalog import get_dataset
 from harness.data.trec import read_run
-from harness.evaluate import DEFAULT_METRICS, evaluate
+from harness.evaluate import DEFAULT_METRICS, evaluate, identical_ids
 from harness.stages import Stage, StageParams
 
 
@@ -18,6 +18,8 @@ class Params(StageParams):
     split: str | None = None
     limit_queries: int | None = Field(None, ge=1)
     relevance_level: int = 1
+    # BEIR's rule, for every dataset: a hit whose document id is the query id is not scored (see harness.evaluate).
+    ignore_identical_ids: bool = True
 
 
 def run(inputs: dict, params: Params, out, ctx) -> None:
@@ -29,9 +31,14 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     if "examples" in inputs:
         excluded = set(json.loads(inputs["examples"].file("examples.json").read_text()).get("query_ids", []))
     qrels = {q: d for q, d in qrels.items() if q in keep and q not in excluded}
-    means, per_query = evaluate(read_run(inputs["run"].file("run.trec")), qrels, params.metrics, params.relevance_level)
+    run_ = read_run(inputs["run"].file("run.trec"))
+    means, per_query = evaluate(run_, qrels, params.metrics, params.relevance_level, params.ignore_identical_ids)
     (out.path / "scores.json").write_text(json.dumps({"metrics": means, "per_query": per_query}, indent=1, sort_keys=True))
-    out.summary.update({"metrics": means, "queries": len(qrels), "excluded_example_queries": len(excluded & keep)})
+    out.summary.update({"metrics": means, "queries": len(qrels), "excluded_example_queries": len(excluded & keep),
+                        "identical_ids_ignored": identical_ids({q: h for q, h in run_.items() if q in qrels})
+                        if params.ignore_identical_ids else 0})
 
 
-STAGE = Stage(name="evaluate", version=1, kind="scores", params=Params, run=run)
+# v2: hits whose document id is the query id are ignored for every dataset (BEIR's evaluation), not only where
+# the harness's own retrieval removed them.
+STAGE = Stage(name="evaluate", version=2, kind="scores", params=Params, run=run)
