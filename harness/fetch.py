@@ -27,14 +27,12 @@ CONVERT_VERSION = 2
 # Seed of the choice of one negative per query among the published ones (see `paper_triples`).
 TRIPLES_SEED = 0
 
-# Which entry kinds can stand in for which stage's artifact.
-STAGE_KINDS = {
-    "retrieve": ("run",),
-    "generate": ("queries",),
-    "filter": ("queries-filtered", "queries"),
-    "negatives": ("triples",),
-    "train": ("model",),
-}
+
+def stage_kinds() -> dict[str, tuple[str, ...]]:
+    """Which entry kinds can stand in for which stage's artifact (each stage's `published_kinds`)."""
+    from harness.stages import STAGE_NAMES, get_stage
+
+    return {name: get_stage(name).published_kinds for name in STAGE_NAMES if get_stage(name).published_kinds}
 
 
 # --- fetching --------------------------------------------------------------------------------------
@@ -84,7 +82,7 @@ def fetch_for_stage(entry_id: str, stage: str, store: Store, echo=print) -> tupl
     """A fetched entry converted into the artifact format of `stage`; (artifact, fetched or converted now)."""
     registry = Registry(store.root)
     entry = registry.get(entry_id)
-    if entry.kind not in STAGE_KINDS.get(stage, ()):
+    if entry.kind not in stage_kinds().get(stage, ()):
         raise HarnessError(f"Registry entry {entry_id} is a {entry.kind!r}; it cannot stand in for stage {stage!r}.")
     raw, fetched = fetch(entry_id, store, registry, echo)
     key = artifact_key(f"published-{stage}", CONVERT_VERSION, {"id": entry_id}, {"download": raw.key})

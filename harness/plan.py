@@ -1,9 +1,10 @@
 """`harness plan`: per dataset and stage, whether it will be reused, fetched or regenerated, and its cost.
 
 The cost model is deliberately simple and overridable: each stage does some work units (documents,
-queries, pairs, training examples) at a throughput per GPU hour; a recipe's `cost:` section replaces
-the defaults. The defaults are order-of-magnitude estimates for one A100-class GPU with the recipe's
-default models, to be corrected with measured timings (the manifests record every stage's wall time).
+queries, pairs, training examples) at a throughput per GPU hour, both declared with the stage
+(`Stage.units`, `Stage.per_gpu_hour`); a recipe's `cost:` section replaces the throughput. The defaults
+are order-of-magnitude estimates for one A100-class GPU with the recipe's default models, to be
+corrected with measured timings (the manifests record every stage's wall time).
 """
 
 from __future__ import annotations
@@ -14,40 +15,17 @@ from harness.data.catalog import get_dataset, members
 from harness.errors import HarnessError
 from harness.recipes import Recipe
 from harness.runner import FETCH_IN_AUTO, Mode, Runner, available_locally
-from harness.stages import STAGE_NAMES
+from harness.stages import STAGE_NAMES, get_stage
 from harness.store import Store
 
-# stage → units processed per GPU hour (0: CPU work, not counted in GPU hours).
-DEFAULT_THROUGHPUT = {
-    "corpus": 0, "index": 0, "retrieve": 0, "negatives": 0, "evaluate": 0,
-    "generate": 20_000,  # documents/h: GPT-J-6B, ~600-token prompts, 64 new tokens, batched
-    "filter": 400_000,  # (query, document) pairs/h: monoT5-3B, one decoder step
-    "train": 2_000,  # examples/h: monoT5-3B at 512 tokens
-    "rerank": 400_000,  # pairs/h: monoT5-3B
-}  # fmt: skip
+# stage → units processed per GPU hour (0: CPU work, not counted in GPU hours), as the stages declare them.
+DEFAULT_THROUGHPUT = {name: get_stage(name).per_gpu_hour for name in STAGE_NAMES}
 
 
 def units(stage: str, params: dict, dataset: str) -> int:
     """How much work a stage does on a dataset, from the catalog sizes and the stage's parameters."""
     ds = get_dataset(dataset)
-    docs = ds.corpus_size or 400
-    queries = ds.queries or 60
-    if stage in ("corpus", "index"):
-        return docs
-    if stage == "retrieve":
-        return queries
-    if stage == "generate":
-        return min(params.get("n_docs", 100_000), docs)
-    if stage == "filter":
-        return min(params.get("n_docs", 100_000), docs)
-    if stage == "negatives":
-        return params.get("top_k", 10_000)
-    if stage == "train":
-        # `steps` of `batch_size` examples, or one epoch (`steps: null`) of the filter's 10,000 triples, 2 examples each
-        return (params.get("steps") or 0) * (params.get("batch_size") or 128) or 2 * params.get("top_k", 10_000)
-    if stage == "rerank":
-        return queries * params.get("depth", 1000)
-    return queries
+    return get_stage(stage).units(params, ds.corpus_size or 400, ds.queries or 60)
 
 
 def plan(
@@ -115,7 +93,8 @@ def plan(
         text += "not published, regenerated instead:\n" + "\n".join(gap_lines) + "\n"
     if unverified_lines:
         text += "fetched from repositories whose names are not confirmed:\n" + "\n".join(unverified_lines) + "\n"
-    text += f"total estimated GPU hours: {total_gpu:.1f} (cost model: harness/plan.py; override in the recipe's `cost:`)\n"
+    text += (f"total estimated GPU hours: {total_gpu:.1f} (cost model: the stages' `units` and `per_gpu_hour`; "
+             "override in the recipe's `cost:`)\n")
     return text
 
 

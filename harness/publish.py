@@ -8,6 +8,24 @@ from harness.registry import Entry, Lock, LockedFile, Registry, now
 from harness.store import Store
 
 
+def registry_kind(stage: str, kind: str) -> str | None:
+    """The registry kind an artifact of `stage` publishes as (the stage's `publish_kind`), where it is in that
+    stage's own format (`kind`: built by the stage, or fetched from an entry kind that converts to it); else None."""
+    from harness.stages import STAGE_NAMES, get_stage
+
+    if stage not in STAGE_NAMES or get_stage(stage).kind != kind:
+        return None
+    return get_stage(stage).publish_kind
+
+
+def publishable_kinds() -> list[str]:
+    """The artifact kinds some stage publishes, in pipeline order."""
+    from harness.stages import STAGE_NAMES, get_stage
+
+    stages = [get_stage(name) for name in STAGE_NAMES]
+    return list(dict.fromkeys(s.kind for s in stages if s.publish_kind))
+
+
 def publish(store: Store, key: str, repo: str, *, repo_type: str = "dataset", entry_id: str | None = None,
             private: bool = False, echo=print) -> Entry:
     """Upload an artifact to a Hub repo and record it (with its commit and sums) in the user registry."""
@@ -16,10 +34,10 @@ def publish(store: Store, key: str, repo: str, *, repo_type: str = "dataset", en
     artifact = store.get(key)
     if artifact is None:
         raise HarnessError(f"No artifact {key} in the store {store.root} (see `harness list artifacts`).")
-    kind = {"run": "run", "queries": "queries-filtered" if artifact.manifest["stage"] == "filter" else "queries",
-            "triples": "triples", "model": "model"}.get(artifact.manifest["kind"])
+    kind = registry_kind(artifact.manifest["stage"], artifact.manifest["kind"])
     if kind is None:
-        raise HarnessError(f"Artifact {key} is a {artifact.manifest['kind']!r}; publishable kinds: run, queries, triples, model.")
+        raise HarnessError(f"Artifact {key} is a {artifact.manifest['kind']!r}; publishable kinds: "
+                           f"{', '.join(publishable_kinds())}.")
     files = {p: m for p, m in artifact.manifest["files"].items()}
     # A model is uploaded as a plain checkpoint at the repo root, so from_pretrained(repo) works.
     upload = {(p.removeprefix("model/") if kind == "model" else p): p for p in files}

@@ -1,7 +1,8 @@
 """The runner: turns a recipe and a dataset into the pipeline of stages, and reuses, fetches or builds each artifact.
 
 One generic pipeline, corpus → index → retrieve → generate → filter → negatives → train → rerank →
-evaluate; a recipe configures the stages it uses, and the wiring below follows from which are present.
+evaluate; a recipe configures the stages it uses, and the wiring follows from the stages' declarations
+(their inputs, in `harness/stages/<name>.py`) and from which stages are present.
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ from harness.atomic import write_text_atomic
 from harness.data.catalog import get_dataset, members
 from harness.errors import HarnessError
 from harness.recipes import Recipe
-from harness.stages import Context, StageParams, get_stage, parse_params
+from harness.stages import STAGE_NAMES, Context, Stage, StageParams, get_stage, parse_params
 from harness.store import Artifact, CorruptArtifact, Store, artifact_key
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "fetch", "regenerate"]
+# Optional inputs that a stage takes only where their producer applies: evaluate takes the generated queries as
+# `examples` (their few-shot example queries are left out of evaluation) only when the prompt shows the dataset's own
+# queries as examples (Promptagator's templates do).
+INPUT_CONDITIONS: dict[tuple[str, str], Callable[[Step], bool]] = {
+    ("evaluate", "examples"): lambda generate: _shows_dataset_examples(generate),
+}
 # In `auto` mode these stages are fetched when published (hours of GPU time); the cheap ones
 # (retrieval, negatives, reranking a run) are rebuilt locally, which needs no network.
-FETCH_IN_AUTO = {"generate", "filter", "train"}
+FETCH_IN_AUTO = frozenset(name for name in STAGE_NAMES if get_stage(name).fetch_in_auto)
 
 
 @dataclass
@@ -121,17 +128,32 @@ class Runner:
     def steps(self, dataset: str, missing_data_ok: bool = False) -> dict[str, Step]:
         """The pipeline of one scored dataset (a CQADupStack forum counts as one), sink last.
 
+        Built from the stages' declarations, in pipeline order: a stage is in the pipeline when the recipe
+        configures it (`corpus` and `evaluate` always are) and every required input is; an input is the
+        step of the first stage its declaration names that the pipeline has (see `_inputs`).
+
         With `missing_data_ok` (for `harness plan`), a dataset not on disk gets a placeholder
         fingerprint: its keys are then not in the store, which is all a plan needs to know.
         """
-        from harness.stages import corpus as corpus_stage
-
         r, steps = self.recipe, {}
+        for name in STAGE_NAMES:
+            stage = get_stage(name)
+            if stage.include == "input" or (stage.include == "recipe" and name not in r.stages):
+                continue
+            if name == "corpus":  # the dataset itself: its parameters come from the run, not from the recipe
+                steps[name] = self._corpus(dataset, missing_data_ok)
+                continue
+            inputs = self._inputs(stage, steps, dataset)
+            if inputs is None:
+                continue
+            # Like `seed` (see `_params`): every stage parameter named `limit_queries` takes --limit-queries.
+            limit = self.limit_queries if "limit_queries" in stage.params.model_fields else None
+            steps[name] = Step(name, self._params(name, dataset, {"limit_queries": limit} if limit else None),
+                               inputs, dataset, r.published_id(name, dataset))
+        return steps
 
-        def add(stage: str, inputs: dict[str, Step], extra: dict | None = None) -> Step:
-            step = Step(stage, self._params(stage, dataset, extra), inputs, dataset, r.published_id(stage, dataset))
-            steps[stage] = step
-            return step
+    def _corpus(self, dataset: str, missing_data_ok: bool) -> Step:
+        from harness.stages import corpus as corpus_stage
 
         source = "builtin" if dataset == "sample" else self.source
         try:
@@ -140,44 +162,48 @@ class Runner:
             if not missing_data_ok:
                 raise
             fingerprint = "missing"
-        corpus = Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint), {}, dataset)
-        steps["corpus"] = corpus
-        limit = {"limit_queries": self.limit_queries} if self.limit_queries else {}
-        first = None
-        if "retrieve" in r.stages:
-            retrieve_params = r.stage_params("retrieve", dataset) or {}
-            index_params = {k: retrieve_params[k] for k in ("retriever", "fields") if k in retrieve_params}
-            index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
-            steps["index"] = index
-            first = add("retrieve", {"corpus": corpus, "index": index}, limit)
-        examples = None
-        if "generate" in r.stages:
-            generate = add("generate", {"corpus": corpus})
-            if _shows_dataset_examples(generate):
-                examples = generate  # its few-shot queries are excluded from evaluation
-            queries = add("filter", {"corpus": corpus, "queries": generate}) if "filter" in r.stages else generate
-            if "negatives" in r.stages:
-                neg = r.stage_params("negatives", dataset) or {}
-                index_params = {k: neg[k] for k in ("retriever", "fields") if k in neg}
-                neg_index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
-                triples = add("negatives", {"corpus": corpus, "queries": queries, "index": neg_index})
-                if "train" in r.stages:
-                    add("train", {"triples": triples})
-        run = first
-        if "rerank" in r.stages:
-            if first is None:
-                raise HarnessError(f"{r.source}: stage `rerank` needs a `retrieve` stage (the run to rerank).")
-            inputs = {"corpus": corpus, "run": first}
-            if "train" in steps:
-                inputs["model"] = steps["train"]
-            run = add("rerank", inputs, limit)
-        if run is None:
-            raise HarnessError(f"{r.source}: the recipe has nothing to evaluate (add `retrieve`, optionally `rerank`).")
-        eval_inputs = {"corpus": corpus, "run": run}
-        if examples is not None:
-            eval_inputs["examples"] = examples
-        add("evaluate", eval_inputs, limit)
-        return steps
+        return Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint), {}, dataset)
+
+    def _inputs(self, stage: Stage, steps: dict[str, Step], dataset: str) -> dict[str, Step] | None:
+        """The input steps of `stage` by role, in its declared order; None when a required one is missing
+        (the stage is then left out of the pipeline, or, where it declares `missing`, the recipe is wrong).
+
+        The wiring that is not data lives here: an own input (`Stage.own_inputs`) is a step built for this
+        stage alone from some of its own recipe parameters, not a recipe stage (retrieve and negatives each
+        search their own index; the first one built, retrieve's, is the pipeline's `index` step, the one the
+        plan shows); and `INPUT_CONDITIONS` drops an optional input where its producer does not apply.
+        """
+        inputs: dict[str, Step] = {}
+        own: list[Step] = []
+        for role in stage.inputs:
+            if role in stage.own_inputs:
+                step = self._own_input(stage, role, steps, dataset)
+                if step is not None:
+                    own.append(step)
+            else:
+                step = next((steps[name] for name in stage.producers(role) if name in steps), None)
+            if step is not None and not INPUT_CONDITIONS.get((stage.name, role), lambda _: True)(step):
+                step = None
+            if step is not None:
+                inputs[role] = step
+            elif role not in stage.optional:
+                if stage.missing:
+                    raise HarnessError(f"{self.recipe.source}: {stage.missing}")
+                return None
+        for step in own:
+            steps.setdefault(step.stage, step)
+        return inputs
+
+    def _own_input(self, stage: Stage, role: str, steps: dict[str, Step], dataset: str) -> Step | None:
+        """The step of `stage`'s own input `role`: its stage, with the keys `own_inputs` names taken from the
+        recipe's parameters of `stage` (as written: no seed, no pinning), and no published id."""
+        of = get_stage(stage.producers(role)[0])
+        inputs = self._inputs(of, steps, dataset)
+        if inputs is None:
+            return None
+        values = self.recipe.stage_params(stage.name, dataset) or {}
+        params = {k: values[k] for k in stage.own_inputs[role] if k in values}
+        return Step(of.name, parse_params(of.name, params, of.name), inputs, dataset)
 
     # --- deciding and building ---------------------------------------------------------------
     def decide(self, step: Step) -> str:

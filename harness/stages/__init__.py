@@ -1,22 +1,29 @@
 """Stages: plain functions from input artifacts and typed parameters to one output artifact.
 
 Each stage lives in `harness/stages/<name>.py` and defines `STAGE = Stage(...)`. The runner, the tests
-and a distributed executor all call the same `Stage.run(inputs, params, out, ctx)`.
+and a distributed executor all call the same `Stage.run(inputs, params, out, ctx)`. A stage declares
+its inputs, how it is published and what it costs; the pipeline (`STAGE_NAMES`, the runner's steps,
+what auto mode fetches, what a registry entry can stand in for, the plan's costs) is derived from
+those declarations, so a new stage is one module here plus its recipe keys.
 """
 
 from __future__ import annotations
 
+import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.errors import HarnessError, close_matches
 
-# The order of the pipeline, corpus to score; a recipe configures a subset of them.
-STAGE_NAMES = ("corpus", "index", "retrieve", "generate", "filter", "negatives", "train", "rerank", "evaluate")
+# The stages in pipeline order, corpus to score, each after its inputs; a recipe configures a subset of them.
+# Found on first use (see `stage_names`): every module of this package that defines `STAGE`.
+STAGE_NAMES: tuple[str, ...]
 
 
 class StageParams(BaseModel):
@@ -65,6 +72,11 @@ class Context:
                     leave=False, dynamic_ncols=True)
 
 
+def per_query(params: dict, documents: int, queries: int) -> int:
+    """The default work of a stage for `harness plan`: one unit per evaluation query."""
+    return queries
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -73,13 +85,85 @@ class Stage:
     params: type[StageParams]
     run: Callable[..., None]  # run(inputs: dict[str, Artifact], params, out: Building, ctx: Context)
     resumable: bool = False
+    # --- its place in the pipeline (the runner's `steps` builds it from these) ---
+    # role → the stage whose artifact `run` receives under that role; a tuple names alternatives, the first one
+    # the pipeline has serves (evaluate scores the reranked run when there is one, else the first-stage run).
+    inputs: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    optional: tuple[str, ...] = ()  # roles the stage runs without
+    # role → keys of this stage's own recipe parameters that configure a step of the input's stage built for
+    # this stage alone (retrieval and negative mining each search an index with their own retriever and fields).
+    own_inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # When the stage is in a pipeline: `recipe`: the recipe has a section for it; `always`; `input`: only as
+    # another stage's own input.
+    include: Literal["recipe", "always", "input"] = "recipe"
+    # A required input missing: None leaves the stage out of the pipeline; a sentence is the recipe's error.
+    missing: str | None = None
+    # --- published artifacts ---
+    published_kinds: tuple[str, ...] = ()  # registry entry kinds that can stand in for its artifact (`published:`)
+    fetch_in_auto: bool = False  # in auto mode, fetched when published (hours of GPU time) rather than rebuilt
+    publish_kind: str | None = None  # the registry kind of its artifact for `harness publish` (None: not publishable)
+    # --- its cost, for `harness plan` ---
+    units: Callable[[dict, int, int], int] = per_query  # work units from (parameters, documents, queries)
+    per_gpu_hour: int = 0  # units per GPU hour (0: CPU work, not counted in GPU hours); a recipe's `cost:` overrides
+
+    def producers(self, role: str) -> tuple[str, ...]:
+        """The stages that can give the input `role`, first choice first."""
+        names = self.inputs[role]
+        return (names,) if isinstance(names, str) else tuple(names)
 
 
 def get_stage(name: str) -> Stage:
     """The stage named `name`, imported on first use (heavy libraries stay unimported until needed)."""
-    if name not in STAGE_NAMES:
-        raise HarnessError(f"Unknown stage {name!r}.{close_matches(name, STAGE_NAMES)} Stages: {', '.join(STAGE_NAMES)}.")
+    if name not in stage_names():
+        raise HarnessError(f"Unknown stage {name!r}.{close_matches(name, stage_names())} "
+                           f"Stages: {', '.join(stage_names())}.")
     return import_module(f"harness.stages.{name}").STAGE
+
+
+@cache
+def stage_names() -> tuple[str, ...]:
+    """Every stage of this package in pipeline order: each after the stages it takes inputs from.
+
+    The order is a depth-first walk from the sinks (the stages no other takes as input), visiting the
+    inputs in their declared order, alternatives first choice first: corpus, index, retrieve, generate,
+    filter, negatives, train, rerank, evaluate. Stage modules import their heavy libraries inside `run`,
+    so finding them all costs a few milliseconds.
+    """
+    declared: dict[str, Stage] = {}
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        stage = getattr(import_module(f"{__name__}.{module.name}"), "STAGE", None)
+        if isinstance(stage, Stage):
+            if stage.name != module.name:
+                raise RuntimeError(f"harness/stages/{module.name}.py declares stage {stage.name!r}: name them alike.")
+            declared[stage.name] = stage
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting or name not in declared:
+            path = " → ".join([*visiting, name])
+            raise RuntimeError(f"Stage inputs form a cycle or name an unknown stage: {path}.")
+        visiting.append(name)
+        for role in declared[name].inputs:
+            for producer in declared[name].producers(role):
+                visit(producer)
+        visiting.pop()
+        order.append(name)
+
+    consumed = {p for s in declared.values() for role in s.inputs for p in s.producers(role)}
+    for name in sorted(set(declared) - consumed):
+        visit(name)
+    for name in sorted(declared):  # a stage in a cycle of its own is no sink: reported here
+        visit(name)
+    return tuple(order)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "STAGE_NAMES":  # computed on first use: finding the stages imports their modules
+        return stage_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_params(stage: str, values: dict, where: str) -> StageParams:

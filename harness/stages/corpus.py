@@ -127,4 +127,5 @@ def _hash_files(files: list[Path], cache: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-STAGE = Stage(name="corpus", version=1, kind="dataset", params=Params, run=run)
+STAGE = Stage(name="corpus", version=1, kind="dataset", params=Params, run=run, include="always",
+              units=lambda params, documents, queries: documents)

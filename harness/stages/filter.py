@@ -162,4 +162,8 @@ class FilterWork(ShardedWork):
         return {"items": self.size(i)}
 
 
-STAGE = Stage(name="filter", version=1, kind="queries", params=Params, run=run, resumable=True)
+STAGE = Stage(name="filter", version=1, kind="queries", params=Params, run=run, resumable=True,
+              inputs={"corpus": "corpus", "queries": "generate"}, published_kinds=("queries-filtered", "queries"),
+              fetch_in_auto=True, publish_kind="queries-filtered",
+              units=lambda params, documents, queries: min(100_000, documents),  # generate's default n_docs
+              per_gpu_hour=400_000)  # (query, document) pairs/h, an estimate: monoT5-3B, one decoder step

@@ -262,4 +262,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 # version 2: the greedy token is the first highest logit and its log-prob logit - logsumexp (was: from a log-softmax)
-STAGE = Stage(name="generate", version=2, kind="queries", params=Params, run=run, resumable=True)
+STAGE = Stage(name="generate", version=2, kind="queries", params=Params, run=run, resumable=True,
+              inputs={"corpus": "corpus"}, published_kinds=("queries",), fetch_in_auto=True, publish_kind="queries",
+              units=lambda params, documents, queries: min(params.get("n_docs", 100_000), documents),
+              per_gpu_hour=20_000)  # documents/h, an estimate: GPT-J-6B, ~600-token prompts, 64 new tokens, batched

@@ -34,4 +34,5 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     out.summary.update(info)
 
 
-STAGE = Stage(name="index", version=1, kind="index", params=Params, run=run)
+STAGE = Stage(name="index", version=1, kind="index", params=Params, run=run, inputs={"corpus": "corpus"},
+              include="input", units=lambda params, documents, queries: documents)

@@ -53,4 +53,6 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     out.summary.update({"queries": len(queries), "hits": sum(map(len, hits.values())), "remove_query": remove})
 
 
-STAGE = Stage(name="retrieve", version=1, kind="run", params=Params, run=run)
+STAGE = Stage(name="retrieve", version=1, kind="run", params=Params, run=run,
+              inputs={"corpus": "corpus", "index": "index"}, own_inputs={"index": ("retriever", "fields")},
+              published_kinds=("run",), publish_kind="run")

@@ -278,4 +278,8 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     })
 
 
-STAGE = Stage(name="train", version=1, kind="model", params=Params, run=run, resumable=True)
+STAGE = Stage(name="train", version=1, kind="model", params=Params, run=run, resumable=True,
+              inputs={"triples": "negatives"}, published_kinds=("model",), fetch_in_auto=True, publish_kind="model",
+              # `steps` of `batch_size` examples, or one epoch (`steps: null`) of 10,000 triples, 2 examples each
+              units=lambda p, documents, queries: (p.get("steps") or 0) * (p.get("batch_size") or 128) or 20_000,
+              per_gpu_hour=2_000)  # examples/h, an estimate: monoT5-3B at 512 tokens
