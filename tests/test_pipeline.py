@@ -216,3 +216,45 @@ def test_cost_units_match_the_hand_written_ones(recipe_name, store, tmp_path):
             assert plan.units(name, params, dataset) == hand_written_units(name, params, dataset), (name, dataset)
             compared.add(dataset)
     assert len(compared) >= 3
+
+
+def test_a_new_stage_is_one_declaration(store, tmp_path, monkeypatch):
+    """A stage that dedupes the generated queries, declared once, and filter naming it as its first choice:
+    the pipeline takes it where the recipe configures it and is unchanged where it does not."""
+    import dataclasses
+    import sys
+    import types
+
+    import harness.recipes
+    import harness.runner
+    import harness.stages
+    from harness.stages import STAGE_NAMES, Stage, get_stage, pipeline_order
+    from harness.stages import filter as filter_module
+
+    dedupe = types.ModuleType("harness.stages.dedupe")
+    declared = Stage(name="dedupe", version=1, kind="queries", params=get_stage("evaluate").params,
+                     run=lambda inputs, params, out, ctx: None, inputs={"queries": "generate"})
+    dedupe.STAGE = declared  # type: ignore[attr-defined]
+    stages = [get_stage(n) for n in STAGE_NAMES if n != "filter"] + [declared]
+    stages.append(dataclasses.replace(filter_module.STAGE, inputs={"corpus": "corpus",
+                                                                   "queries": ("dedupe", "generate")}))
+    names = pipeline_order(stages)
+    assert names.index("generate") < names.index("dedupe") < names.index("filter")
+
+    before = {}
+    r = recipe({"retrieve": {}, "generate": {}, "filter": {}, "negatives": {}})
+    for name, step in Runner(r, store, data_dir=tmp_path).steps("sample").items():
+        before[name] = step.key
+    monkeypatch.setitem(sys.modules, "harness.stages.dedupe", dedupe)
+    monkeypatch.setattr(filter_module, "STAGE", stages[-1])
+    for module in (harness.runner, harness.recipes):  # the modules that read the names at import
+        monkeypatch.setattr(module, "STAGE_NAMES", names)
+    monkeypatch.setattr(harness.stages, "stage_names", lambda: names)
+
+    unchanged = Runner(r, store, data_dir=tmp_path).steps("sample")
+    assert {name: step.key for name, step in unchanged.items()} == before
+    with_dedupe = recipe({**r.stages, "dedupe": {}})
+    steps = Runner(with_dedupe, store, data_dir=tmp_path).steps("sample")
+    assert steps["filter"].inputs["queries"] is steps["dedupe"]
+    assert steps["dedupe"].inputs["queries"] is steps["generate"]
+    assert steps["negatives"].key != before["negatives"] and steps["retrieve"].key == before["retrieve"]

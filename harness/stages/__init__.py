@@ -122,20 +122,28 @@ def get_stage(name: str) -> Stage:
 
 @cache
 def stage_names() -> tuple[str, ...]:
-    """Every stage of this package in pipeline order: each after the stages it takes inputs from.
+    """Every stage of this package (each module here that defines `STAGE`), in pipeline order.
 
-    The order is a depth-first walk from the sinks (the stages no other takes as input), visiting the
-    inputs in their declared order, alternatives first choice first: corpus, index, retrieve, generate,
-    filter, negatives, train, rerank, evaluate. Stage modules import their heavy libraries inside `run`,
-    so finding them all costs a few milliseconds.
+    Stage modules import their heavy libraries inside `run`, so finding them all costs milliseconds.
     """
-    declared: dict[str, Stage] = {}
+    declared = []
     for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         stage = getattr(import_module(f"{__name__}.{module.name}"), "STAGE", None)
         if isinstance(stage, Stage):
             if stage.name != module.name:
                 raise RuntimeError(f"harness/stages/{module.name}.py declares stage {stage.name!r}: name them alike.")
-            declared[stage.name] = stage
+            declared.append(stage)
+    return pipeline_order(declared)
+
+
+def pipeline_order(stages: list[Stage]) -> tuple[str, ...]:
+    """The stages' names, each after the stages it takes inputs from.
+
+    A depth-first walk from the sinks (the stages no other takes as input), visiting the inputs in
+    their declared order, alternatives first choice first: corpus, index, retrieve, generate, filter,
+    negatives, train, rerank, evaluate.
+    """
+    declared = {s.name: s for s in stages}
     order: list[str] = []
     visiting: list[str] = []
 
@@ -155,7 +163,7 @@ def stage_names() -> tuple[str, ...]:
     consumed = {p for s in declared.values() for role in s.inputs for p in s.producers(role)}
     for name in sorted(set(declared) - consumed):
         visit(name)
-    for name in sorted(declared):  # a stage in a cycle of its own is no sink: reported here
+    for name in sorted(declared):  # stages in a cycle are no sinks: reported here
         visit(name)
     return tuple(order)
 
