@@ -63,6 +63,7 @@ class DatasetResult:
     outcomes: list[Outcome] = field(default_factory=list)
     members: dict[str, dict[str, float]] = field(default_factory=dict)
     path: Path | None = None
+    skipped: str = ""  # why evaluation was skipped (a corpus without judgments), else ""
 
 
 class Runner:
@@ -114,18 +115,20 @@ class Runner:
             steps[stage] = step
             return step
 
-        source = "builtin" if dataset == "sample" else self.source
+        source = corpus_stage.source_of(dataset, self.source)
         try:
             fingerprint = corpus_stage.fingerprint(dataset, source, self.data_dir, self.store)
         except HarnessError:
             if not missing_data_ok:
                 raise
             fingerprint = "missing"
-        corpus = Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint), {}, dataset)
+        judged = get_dataset(dataset).has_qrels
+        corpus = Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint,
+                                                    location=get_dataset(dataset).location), {}, dataset)
         steps["corpus"] = corpus
         limit = {"limit_queries": self.limit_queries} if self.limit_queries else {}
         first = None
-        if "retrieve" in r.stages:
+        if "retrieve" in r.stages and judged:
             retrieve_params = r.stage_params("retrieve", dataset) or {}
             index_params = {k: retrieve_params[k] for k in ("retriever", "fields") if k in retrieve_params}
             index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
@@ -145,6 +148,11 @@ class Runner:
                 if "train" in r.stages:
                     add("train", {"triples": triples})
         run = first
+        if not judged:  # no judgments: the pipeline ends with the trained reranker
+            if "train" not in steps:
+                raise HarnessError(f"Dataset {dataset!r} has no qrels, so it can only train a reranker, and recipe "
+                                   f"{r.name} has no `train` stage: use a training recipe (e.g. inpars-v2) or add qrels.")
+            return steps
         if "rerank" in r.stages:
             if first is None:
                 raise HarnessError(f"{r.source}: stage `rerank` needs a `retrieve` stage (the run to rerank).")
@@ -251,8 +259,18 @@ class Runner:
         parts = {}
         outcomes: list[Outcome] = []
         for member in members(dataset):
+            if self.source == "folder" and get_dataset(member).kind == "catalog" and member != "sample":
+                from harness.data.download import ensure
+
+                ensure(member, self.data_dir, self.store.root, progress=self.progress)  # fetched on first use
             done: dict[int, Outcome] = {}
             steps = self.steps(member)
+            if "evaluate" not in steps:
+                model = self.ensure(steps["train"], done)
+                why = (f"evaluation skipped: {dataset} has no qrels (relevance judgments); the finetuned reranker "
+                       f"is artifact {model.key} (`harness publish {model.key} --repo OWNER/NAME` uploads it)")
+                self.echo(f"  {dataset:<22} {why}")
+                return DatasetResult(dataset, {}, list({id(o): o for o in done.values()}.values()), skipped=why)
             scores = self.ensure(steps["evaluate"], done)
             parts[member] = scores.summary["metrics"]
             outcomes.extend({id(o): o for o in done.values()}.values())  # a shared artifact counts once
@@ -296,10 +314,13 @@ class Runner:
 def available_locally(dataset: str, data_dir: Path | None, source: str) -> str | None:
     """None when the dataset can run; else the sentence saying how to get it (restricted, missing)."""
     from harness.data.beir import locate
+    from harness.data.beir_md5 import PUBLISHED
 
     ds = get_dataset(dataset)
-    if dataset == "sample" or source == "hub" and ds.public:
+    if dataset == "sample" or source == "hub" and ds.public or ds.kind != "catalog":
         return None
+    if source == "folder" and ds.name.split("/")[0] in PUBLISHED:
+        return None  # fetched on first use
     missing = [m for m in members(dataset) if locate(m, data_dir) is None]
     if not missing:
         return None
