@@ -100,8 +100,34 @@ def iter_docs(path: Path) -> Iterator[beir.Doc]:
         raise HarnessError(f"{path} holds no documents: a corpus needs at least one.")
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line, decoded line by line so that bad bytes name their line."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with beir._decoding(path), opener(path, "rb") as fh:  # type: ignore[operator]
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise HarnessError(f"{path} line {number}: not UTF-8 text ({exc.reason} at byte {exc.start + 1} of "
+                                   "the line); convert the file to UTF-8.") from None
+            if line.strip():
+                yield number, line.removeprefix("\ufeff") if number == 1 else line
+
+
 def _jsonl(path: Path) -> Iterator[tuple[int, beir.Doc]]:
-    for number, row in beir._jsonl(path):
+    import json
+
+    for number, line in _lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg}).") from None
+        except RecursionError:
+            raise HarnessError(f"{path} line {number}: JSON nested too deeply.") from None
+        if not isinstance(row, dict):
+            raise HarnessError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
         key = "_id" if "_id" in row else "doc_id" if "doc_id" in row else None
         if key is None:
             raise HarnessError(f"{path} line {number}: no `_id` (nor `doc_id`) field (fields: {sorted(row)}).")
@@ -118,17 +144,13 @@ def _jsonl(path: Path) -> Iterator[tuple[int, beir.Doc]]:
 
 
 def _tsv(path: Path) -> Iterator[tuple[int, beir.Doc]]:
-    with beir._decoding(path), beir._open_text(path) as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            doc_id, tab, text = line.partition("\t")
-            if number == 1 and doc_id.strip().lower() in ("doc_id", "docid", "id", "_id") and text.lower() == "text":
-                continue  # a header
-            if not tab:
-                raise HarnessError(f"{path} line {number}: expected `id<TAB>text`, found no tab.")
-            yield number, beir.Doc(doc_id.strip(), "", text)
+    for number, line in _lines(path):
+        doc_id, tab, text = line.partition("\t")
+        if number == 1 and doc_id.strip().lower() in ("doc_id", "docid", "id", "_id") and text.lower() == "text":
+            continue  # a header
+        if not tab:
+            raise HarnessError(f"{path} line {number}: expected `id<TAB>text`, found no tab.")
+        yield number, beir.Doc(doc_id.strip(), "", text)
 
 
 def write(path: Path, dest: Path) -> dict:
