@@ -237,7 +237,14 @@ def _reproduce(args, recipe, datasets, runner) -> int:
             skipped.append((dataset, why))
             print(f"  {dataset:<22} skipped: {why}")
             continue
-        result = runner.run_dataset(dataset)
+        from harness.data.download import DownloadError
+
+        try:
+            result = runner.run_dataset(dataset)
+        except DownloadError as exc:  # the other datasets still run
+            skipped.append((dataset, str(exc)))
+            print(f"  {dataset:<22} skipped: {exc}")
+            continue
         if result.skipped:
             done.append(dataset)
             continue

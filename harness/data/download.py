@@ -24,6 +24,10 @@ ATTEMPTS = 3  # per call: a dropped connection is resumed this many times before
 TIMEOUT = 60  # seconds without a byte before a connection counts as dropped
 
 
+class DownloadError(HarnessError):
+    """A dataset could not be fetched (network, checksum, disk): the run goes on with the other datasets."""
+
+
 def url_for(name: str) -> str:
     """The zip's URL: `$HARNESS_BEIR_URL` (a template with `{name}`, for a mirror), else BEIR's own."""
     template = os.environ.get("HARNESS_BEIR_URL") or BEIR_URL
@@ -62,7 +66,7 @@ def fetch_beir(name: str, root: Path, *, progress: bool = True) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(root / f".{name}.lock"))
     except OSError as exc:
-        raise HarnessError(f"Cannot create the data folder {root} for {name!r} ({exc.strerror}): choose a writable "
+        raise DownloadError(f"Cannot create the data folder {root} for {name!r} ({exc.strerror}): choose a writable "
                            "one with --data-dir or HARNESS_BEIR_DIR.") from None
     with lock:
         if final.is_dir():  # another run fetched it while this one waited
@@ -77,10 +81,10 @@ def fetch_beir(name: str, root: Path, *, progress: bool = True) -> Path:
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 part.unlink(missing_ok=True)
-                raise HarnessError(f"The disk holding {root} filled up while fetching {name!r} (the zip is "
+                raise DownloadError(f"The disk holding {root} filled up while fetching {name!r} (the zip is "
                                    f"{PUBLISHED[name].size / 1e6:,.0f} MB, unpacked a few times more): free space "
                                    "or choose another folder with --data-dir, then run again.") from None
-            raise HarnessError(f"Cannot write {name!r} into {root} ({exc.strerror or exc}): choose a writable "
+            raise DownloadError(f"Cannot write {name!r} into {root} ({exc.strerror or exc}): choose a writable "
                                "folder with --data-dir or HARNESS_BEIR_DIR.") from None
         part.unlink(missing_ok=True)
     return final
@@ -114,7 +118,7 @@ def _download(name: str, url: str, part: Path, size_hint: int, progress: bool) -
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # nothing left to send: the part is already whole
                 return
-            raise HarnessError(f"Downloading {name!r} from {url} failed (HTTP {exc.code} {exc.reason}): check the "
+            raise DownloadError(f"Downloading {name!r} from {url} failed (HTTP {exc.code} {exc.reason}): check the "
                                "URL (HARNESS_BEIR_URL) and run again, or unzip the dataset by hand into the data "
                                "folder.") from None
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, EOFError) as exc:
@@ -126,9 +130,13 @@ def _download(name: str, url: str, part: Path, size_hint: int, progress: bool) -
             last = exc  # http.client's IncompleteRead and socket errors
             continue
     got = part.stat().st_size if part.exists() else 0
-    raise HarnessError(f"Downloading {name!r} from {url} stopped after {got:,} bytes "
-                       f"({getattr(last, 'reason', None) or last}): run the same command again to resume it, "
-                       "or check the network (HARNESS_BEIR_URL points at a mirror).")
+    reason = getattr(last, "reason", None) or last
+    if not got:
+        raise DownloadError(f"Could not download {name!r} from {url} ({reason}): check the network or set "
+                            "HARNESS_BEIR_URL to a mirror, or unzip the dataset by hand into the data folder "
+                            "(--data-dir).")
+    raise DownloadError(f"Downloading {name!r} from {url} stopped after {got:,} bytes ({reason}): run the same "
+                        "command again to resume it, or check the network (HARNESS_BEIR_URL points at a mirror).")
 
 
 def _check_md5(name: str, url: str, part: Path) -> None:
@@ -140,7 +148,7 @@ def _check_md5(name: str, url: str, part: Path) -> None:
     if digest.hexdigest() != expected:
         size = part.stat().st_size
         part.unlink()
-        raise HarnessError(f"The zip of {name!r} from {url} ({size:,} bytes) has MD5 {digest.hexdigest()}, not the "
+        raise DownloadError(f"The zip of {name!r} from {url} ({size:,} bytes) has MD5 {digest.hexdigest()}, not the "
                            f"{expected} that BEIR publishes: it was deleted; run again, or use another mirror "
                            "(HARNESS_BEIR_URL).")
 
@@ -155,13 +163,13 @@ def _unpack(name: str, zip_path: Path, root: Path) -> None:
                 archive.extractall(tmp)  # zipfile drops absolute paths and `..` from member names
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
             zip_path.unlink(missing_ok=True)
-            raise HarnessError(f"The zip of {name!r} is damaged ({exc}) although its MD5 is the published one: "
+            raise DownloadError(f"The zip of {name!r} is damaged ({exc}) although its MD5 is the published one: "
                                "it was deleted; run again, or unzip the dataset by hand into the data folder.") \
                 from None
         inner = tmp / name
         if not _holds_dataset(inner, get_dataset(name).subsets):
             zip_path.unlink(missing_ok=True)
-            raise HarnessError(f"The zip of {name!r} holds no {name}/corpus.jsonl (BEIR's layout): it was deleted; "
+            raise DownloadError(f"The zip of {name!r} holds no {name}/corpus.jsonl (BEIR's layout): it was deleted; "
                                "unzip the dataset by hand into the data folder.")
         os.rename(inner, root / name)
     finally:
