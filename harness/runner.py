@@ -109,9 +109,11 @@ class Runner:
         from harness.stages import corpus as corpus_stage
 
         r, steps = self.recipe, {}
+        published = get_dataset(dataset).kind == "catalog"  # the authors published for catalog datasets only
 
         def add(stage: str, inputs: dict[str, Step], extra: dict | None = None) -> Step:
-            step = Step(stage, self._params(stage, dataset, extra), inputs, dataset, r.published_id(stage, dataset))
+            step = Step(stage, self._params(stage, dataset, extra), inputs, dataset,
+                        r.published_id(stage, dataset) if published else None)
             steps[stage] = step
             return step
 

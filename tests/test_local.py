@@ -202,3 +202,16 @@ def test_the_evaluation_split_of_a_folder(tmp_path):
         _write(folder / "qrels", f"{split}.tsv", "q1\td1\t1\n")
     dataset = get_dataset(str(folder))
     assert (dataset.split, dataset.has_qrels) == ("dev", True)
+
+
+def test_inpars_v2_on_your_own_corpus_regenerates_and_stops_at_training(store, tmp_path):
+    from harness import recipes
+    from harness.runner import Runner
+
+    _write(tmp_path / "my-corpus", "corpus.jsonl", '{"_id": "d1", "text": "a"}\n')
+    name = expand([str(tmp_path / "my-corpus")])[0]
+    runner = Runner(recipes.load("inpars-v2"), store, progress=False)
+    steps = runner.steps(name)
+    assert list(steps) == ["corpus", "generate", "filter", "negatives", "train"]
+    assert [s.published for s in steps.values()] == [None] * 5  # nothing the authors published is fetched for it
+    assert {runner.decide(s) for s in steps.values()} == {"regenerate"}

@@ -80,6 +80,16 @@ def _text(item: Any) -> tuple[str, str]:
 
 def write(name: str, dest: Path, progress=None) -> dict:
     """Documents, queries and judgments of `irds:<id>` into `dest` in BEIR layout; returns counts."""
+    try:
+        return _write(name, dest, progress)
+    except OSError as exc:  # ir_datasets' downloads (requests' errors are OSErrors), or a full disk
+        detail = str(exc) if len(str(exc)) < 200 else f"{str(exc)[:200]}..."
+        raise HarnessError(f"ir_datasets could not provide {dataset_id(name)!r} ({type(exc).__name__}: {detail}): "
+                           "check the network, or place its files by hand as https://ir-datasets.com says "
+                           "(under $IR_DATASETS_HOME, default ~/.ir_datasets).") from None
+
+
+def _write(name: str, dest: Path, progress=None) -> dict:
     ds = load(name)
     seen: set[str] = set()
 
