@@ -237,3 +237,19 @@ def test_a_mirror_template_needs_the_name(monkeypatch):
         download.url_for(NAME)
     monkeypatch.delenv("HARNESS_BEIR_URL")
     assert download.url_for(NAME) == "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip"
+
+
+def test_real_scifact_served_as_its_zip_scores_as_the_local_copy(beir_dir, server, monkeypatch, store, tmp_path):
+    real = beir_zip(beir_dir / NAME, NAME)
+    server.files[NAME] = real
+    trust(monkeypatch, real)
+    results = tmp_path / "results"
+    common = ["-q", "reproduce", "bm25-flat", "-d", NAME, "--retriever", "bm25s", "--results-dir", str(results)]
+    assert main([*common, "--data-dir", str(beir_dir)]) == 0
+    local_copy = json.loads(next(results.rglob(f"{NAME}.json")).read_text())
+    assert main([*common, "--data-dir", str(tmp_path / "data")]) == 0
+    fetched = json.loads(next(results.rglob(f"{NAME}.json")).read_text())
+    assert server.requests == [None]
+    assert fetched["metrics"] == local_copy["metrics"] and fetched["metrics"]["nDCG@10"] > 0.5
+    # byte-identical data: the same corpus artifact (its key hashes the files' content, not where they are)
+    assert fetched["stages"][0]["key"] == local_copy["stages"][0]["key"]
