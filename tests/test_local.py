@@ -63,7 +63,7 @@ def test_real_scifact_by_path_scores_as_scifact(beir_dir, bm25s_recipe, store, t
     assert _metrics(results, "my-facts") == _metrics(results, "scifact")
 
 
-def test_a_corpus_without_qrels_trains_a_reranker_and_skips_evaluation(store, tmp_path, capsys):
+def test_a_corpus_without_qrels_trains_a_reranker_and_skips_evaluation(store, tmp_path, capsys, local_hub, monkeypatch):
     built = tmp_path / "built"
     sample.build(built)
     corpus = tmp_path / "my-corpus"
@@ -80,6 +80,13 @@ def test_a_corpus_without_qrels_trains_a_reranker_and_skips_evaluation(store, tm
     stages = [line.split()[1] for line in out.splitlines() if line.startswith("  my-corpus") and "skipped" not in line]
     assert stages == ["corpus", "generate", "filter", "index", "negatives", "train"]
     assert not results.exists() or not list(results.rglob("my-corpus.json"))
+    # the third command of "InPars on your own corpus": the model goes to the Hub (here a local one)
+    monkeypatch.setattr("harness.registry.project_lock", lambda: tmp_path / "registry.lock")
+    assert main(["publish", key, "--repo", "me/my-corpus-monot5"]) == 0
+    from huggingface_hub import HfApi
+
+    files = {f.rfilename for f in HfApi().model_info("me/my-corpus-monot5").siblings}
+    assert any(name.endswith("config.json") for name in files), files
 
 
 def test_a_recipe_without_training_on_a_corpus_without_qrels_says_so(bm25s_recipe, store, tmp_path):
