@@ -143,6 +143,26 @@ def test_a_part_left_by_an_earlier_run_is_resumed(server, fixture_zip, monkeypat
     assert leftovers(tmp_path) == [NAME]
 
 
+def test_a_whole_part_left_by_a_killed_run_is_checked_without_downloading_again(server, fixture_zip, monkeypatch,
+                                                                                tmp_path):
+    server.files[NAME] = fixture_zip
+    trust(monkeypatch, fixture_zip)
+    (tmp_path / f".{NAME}.zip.part").write_bytes(fixture_zip)
+    download.fetch_beir(NAME, tmp_path, progress=False)
+    assert server.requests == [f"bytes={len(fixture_zip)}-"]  # answered 416: nothing left to send
+    assert leftovers(tmp_path) == [NAME]
+
+
+def test_a_half_made_folder_under_the_final_name_is_not_taken_for_the_dataset(server, fixture_zip, monkeypatch,
+                                                                              tmp_path):
+    server.files[NAME] = fixture_zip
+    trust(monkeypatch, fixture_zip)
+    (tmp_path / NAME / "qrels").mkdir(parents=True)
+    with pytest.raises(HarnessError, match=f"{tmp_path / NAME} exists but is not a complete BEIR folder"):
+        download.ensure(NAME, tmp_path, progress=False)
+    assert server.requests == []
+
+
 def test_a_zip_whose_md5_differs_from_the_published_one_is_refused(server, fixture_zip, tmp_path):
     server.files[NAME] = fixture_zip  # the package's sum is that of BEIR's real zip, not of this one
     with pytest.raises(HarnessError, match=f"MD5 {hashlib.md5(fixture_zip).hexdigest()}, not the "

@@ -69,8 +69,11 @@ def fetch_beir(name: str, root: Path, *, progress: bool = True) -> Path:
         raise DownloadError(f"Cannot create the data folder {root} for {name!r} ({exc.strerror}): choose a writable "
                            "one with --data-dir or HARNESS_BEIR_DIR.") from None
     with lock:
-        if final.is_dir():  # another run fetched it while this one waited
+        if _holds_dataset(final, dataset.subsets):  # another run fetched it while this one waited
             return final
+        if final.exists():
+            raise DownloadError(f"{final} exists but is not a complete BEIR folder (no corpus.jsonl): remove it to "
+                                f"let the harness fetch {name!r} again, or complete it by hand.")
         part = root / f".{name}.zip.part"
         url = url_for(name)
         log.warning("downloading BEIR %s from %s into %s", name, url, root)
