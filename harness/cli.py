@@ -246,8 +246,7 @@ def _reproduce(args, recipe, datasets, runner) -> int:
             skipped.append((dataset, str(exc)))
             print(f"  {dataset:<22} skipped: {exc}")
             continue
-        if result.skipped:
-            done.append(dataset)
+        if result.skipped:  # trained, not scored: nothing to compare
             continue
         modes = [o.mode for o in result.outcomes]
         print(f"  {dataset:<22} " + "  ".join(f"{m} {result.metrics[m]:.4f}" for m in MEASURES if m in result.metrics)
