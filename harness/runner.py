@@ -262,9 +262,9 @@ class Runner:
         outcomes: list[Outcome] = []
         for member in members(dataset):
             if self.source == "folder" and get_dataset(member).kind == "catalog" and member != "sample":
-                from harness.data.download import ensure
+                from harness.data.download import ensure as fetch_if_missing
 
-                ensure(member, self.data_dir, self.store.root, progress=self.progress)  # fetched on first use
+                fetch_if_missing(member, self.data_dir, self.store.root, progress=self.progress)  # on first use
             done: dict[int, Outcome] = {}
             steps = self.steps(member)
             if "evaluate" not in steps:
