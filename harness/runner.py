@@ -68,6 +68,7 @@ class DatasetResult:
     per_seed: dict[int, dict[str, float]] = field(default_factory=dict)
     seeds: dict[int, int | None] = field(default_factory=dict)  # id(outcome) → the seed it was built for
 
+    skipped: str = ""  # why evaluation was skipped (a corpus without judgments), else ""
 
 @dataclass(frozen=True)
 class Gap:
@@ -127,24 +128,28 @@ class Runner:
         from harness.stages import corpus as corpus_stage
 
         r, steps = self.recipe, {}
+        published = get_dataset(dataset).kind == "catalog"  # the authors published for catalog datasets only
 
         def add(stage: str, inputs: dict[str, Step], extra: dict | None = None) -> Step:
-            step = Step(stage, self._params(stage, dataset, extra), inputs, dataset, r.published_id(stage, dataset))
+            step = Step(stage, self._params(stage, dataset, extra), inputs, dataset,
+                        r.published_id(stage, dataset) if published else None)
             steps[stage] = step
             return step
 
-        source = "builtin" if dataset == "sample" else self.source
+        source = corpus_stage.source_of(dataset, self.source)
         try:
             fingerprint = corpus_stage.fingerprint(dataset, source, self.data_dir, self.store)
         except HarnessError:
             if not missing_data_ok:
                 raise
             fingerprint = "missing"
-        corpus = Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint), {}, dataset)
+        judged = get_dataset(dataset).has_qrels
+        corpus = Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint,
+                                                    location=get_dataset(dataset).location), {}, dataset)
         steps["corpus"] = corpus
         limit = {"limit_queries": self.limit_queries} if self.limit_queries else {}
         first = None
-        if "retrieve" in r.stages:
+        if "retrieve" in r.stages and judged:
             retrieve_params = r.stage_params("retrieve", dataset) or {}
             index_params = {k: retrieve_params[k] for k in ("retriever", "fields") if k in retrieve_params}
             index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
@@ -164,6 +169,11 @@ class Runner:
                 if "train" in r.stages:
                     add("train", {"triples": triples})
         run = first
+        if not judged:  # no judgments: the pipeline ends with the trained reranker
+            if "train" not in steps:
+                raise HarnessError(f"Dataset {dataset!r} has no qrels, so it can only train a reranker, and recipe "
+                                   f"{r.name} has no `train` stage: use a training recipe (e.g. inpars-v2) or add qrels.")
+            return steps
         if "rerank" in r.stages:
             if first is None:
                 raise HarnessError(f"{r.source}: stage `rerank` needs a `retrieve` stage (the run to rerank).")
@@ -365,8 +375,10 @@ class Runner:
                 runs.append(self._run_once(dataset))
         finally:
             self.seed = None
-        if seeds == [None]:
+        if seeds == [None] or runs[0].skipped:  # one seed, or no judgments: nothing to average
             result = runs[0]
+            for r in runs[1:]:
+                result.outcomes.extend(r.outcomes)
         else:
             result = DatasetResult(dataset, mean_of([r.metrics for r in runs]))
             result.std = {m: stdev(r.metrics[m] for r in runs) for m in result.metrics}
@@ -378,7 +390,7 @@ class Runner:
                 result.seeds.update({id(o): seed for o in r.outcomes})
             # The seeds may show different few-shot examples: the largest count is the one to warn about.
             result.excluded_example_queries = max(r.excluded_example_queries for r in runs)
-        if self.results_dir is not None:
+        if self.results_dir is not None and not result.skipped:
             result.path = self.write_result(result)
         return result
 
@@ -389,8 +401,18 @@ class Runner:
         outcomes: list[Outcome] = []
         excluded = 0
         for member in members(dataset):
+            if self.source == "folder" and get_dataset(member).kind == "catalog" and member != "sample":
+                from harness.data.download import ensure as fetch_if_missing
+
+                fetch_if_missing(member, self.data_dir, self.store.root, progress=self.progress)  # on first use
             done: dict[int, Outcome] = {}
             steps = self.steps(member)
+            if "evaluate" not in steps:
+                model = self.ensure(steps["train"], done)
+                why = (f"evaluation skipped: {dataset} has no qrels (relevance judgments); the finetuned reranker "
+                       f"is artifact {model.key} (`harness publish {model.key} --repo OWNER/NAME` uploads it)")
+                self.echo(f"  {dataset:<22} {why}")
+                return DatasetResult(dataset, {}, list({id(o): o for o in done.values()}.values()), skipped=why)
             scores = self.ensure(steps["evaluate"], done)
             parts[member] = scores.summary["metrics"]
             excluded += scores.summary.get("excluded_example_queries", 0)
@@ -435,10 +457,13 @@ class Runner:
 def available_locally(dataset: str, data_dir: Path | None, source: str) -> str | None:
     """None when the dataset can run; else the sentence saying how to get it (restricted, missing)."""
     from harness.data.beir import locate
+    from harness.data.beir_md5 import PUBLISHED
 
     ds = get_dataset(dataset)
-    if dataset == "sample" or source == "hub" and ds.public:
+    if dataset == "sample" or source == "hub" and ds.public or ds.kind != "catalog":
         return None
+    if source == "folder" and ds.name.split("/")[0] in PUBLISHED:
+        return None  # fetched on first use
     missing = [m for m in members(dataset) if locate(m, data_dir) is None]
     if not missing:
         return None
