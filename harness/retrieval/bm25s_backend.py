@@ -22,10 +22,11 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 # Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET.
-LUCENE_STOPWORDS = frozenset(  # noqa: SIM905 (a list literal of 33 words reads worse)
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there "
-    "these they this to was will with".split()
-)
+LUCENE_STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not",
+    "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will",
+    "with",
+})
 _TOKEN = re.compile(r"\w+(?:['’.]\w+)*")
 FIELDS = {"flat": ("contents",), "multifield": ("contents", "title")}
 K1, B = 0.9, 0.4
