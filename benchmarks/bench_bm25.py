@@ -157,7 +157,7 @@ def worker(way: str, folder: Path, work: Path) -> dict:
         corpus = build(corpus_stage.STAGE, corpus_params, {},
                        lambda i, p, out, c: out.summary.update(corpus_stage.normalize(beir.BeirFolder(folder), out.path)))
         started = time.perf_counter()
-        index = build(index_stage.STAGE, index_stage.Params(), {"corpus": corpus}, index_stage.run)
+        index = build(index_stage.STAGE, index_stage.Params(prebuilt="never"), {"corpus": corpus}, index_stage.run)
         timing["index_s"] = time.perf_counter() - started
         started = time.perf_counter()
         # split and remove_query given: the synthetic dataset is not in the catalog (SciFact's are the same).
