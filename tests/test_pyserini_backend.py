@@ -272,6 +272,15 @@ def test_without_network_auto_builds_locally_and_fetch_says_why(tmp_path, monkey
                                          "sample").summary
 
 
+@pytest.mark.parametrize("mode, prebuilt", [("auto", "auto"), ("fetch", "fetch"), ("regenerate", "never")])
+def test_the_runner_takes_prebuilt_indexes_in_fetch_and_auto_modes(store, mode, prebuilt):
+    from harness import recipes
+    from harness.runner import Runner
+
+    steps = Runner(recipes.load("bm25-flat"), store, mode=mode).steps("sample")
+    assert steps["index"].params.prebuilt == prebuilt
+
+
 def _scifact_dir() -> Path | None:
     base = os.environ.get("HARNESS_BEIR_DIR")
     if base and (Path(base) / "scifact").is_dir():

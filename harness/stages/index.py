@@ -27,8 +27,8 @@ class Params(StageParams):
     # `fetch` takes it (an error if it cannot be had), `auto` takes it or builds locally if it cannot be had,
     # `never` builds locally. The runner sets it from --mode (regenerate: never). Not in the key: the prebuilt
     # index is the one built here from the same BEIR corpus with the same Anserini collection and analyzer
-    # (pyserini checks its document, term and unique-term counts; tests/test_index.py checks that a local
-    # SciFact index passes that check and gives the same hits).
+    # (pyserini checks its document, term and unique-term counts; tests/test_pyserini_backend.py checks that local
+    # SciFact indexes pass that check, and that an index taken from pyserini's cache gives the local one's hits).
     prebuilt: Literal["fetch", "auto", "never"] = "auto"
     not_in_key = frozenset({"threads", "prebuilt"})
 
