@@ -152,7 +152,8 @@ class Runner:
         if "retrieve" in r.stages and judged:
             retrieve_params = r.stage_params("retrieve", dataset) or {}
             index_params = {k: retrieve_params[k] for k in ("retriever", "fields") if k in retrieve_params}
-            index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
+            index = Step("index", parse_params("index", {**index_params, **self._prebuilt()}, "index"), {"corpus": corpus},
+                         dataset)
             steps["index"] = index
             first = add("retrieve", {"corpus": corpus, "index": index}, limit)
         examples = None
@@ -164,7 +165,8 @@ class Runner:
             if "negatives" in r.stages:
                 neg = r.stage_params("negatives", dataset) or {}
                 index_params = {k: neg[k] for k in ("retriever", "fields") if k in neg}
-                neg_index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
+                neg_index = Step("index", parse_params("index", {**index_params, **self._prebuilt()}, "index"),
+                                 {"corpus": corpus}, dataset)
                 triples = add("negatives", {"corpus": corpus, "queries": queries, "index": neg_index})
                 if "train" in r.stages:
                     add("train", {"triples": triples})
@@ -188,6 +190,10 @@ class Runner:
             eval_inputs["examples"] = examples
         add("evaluate", eval_inputs, limit)
         return steps
+
+    def _prebuilt(self) -> dict:
+        """The index stage's `prebuilt` for this mode: pyserini's prebuilt indexes in fetch and auto modes."""
+        return {"prebuilt": "never" if self.mode == "regenerate" else self.mode}
 
     # --- deciding and building ---------------------------------------------------------------
     def decide(self, step: Step) -> str:

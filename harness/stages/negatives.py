@@ -147,4 +147,5 @@ def read_published_triples(path: Path) -> Iterator[dict]:
                    "positive": positive, "negative": negative}
 
 
-STAGE = Stage(name="negatives", version=1, kind="triples", params=Params, run=run)
+# v2: bm25s ranks the documents tied with the depth-th one by id (before: as numpy's argpartition left them).
+STAGE = Stage(name="negatives", version=2, kind="triples", params=Params, run=run)
