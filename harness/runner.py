@@ -26,13 +26,20 @@ log = logging.getLogger(__name__)
 Mode = Literal["auto", "fetch", "regenerate"]
 # Optional inputs that a stage takes only where their producer applies: evaluate takes the generated queries as
 # `examples` (their few-shot example queries are left out of evaluation) only when the prompt shows the dataset's own
-# queries as examples (Promptagator's templates do).
+# queries as examples (Promptagator's templates do). Decided as soon as the producer's step is made (so an unknown
+# prompt is an error at once, whether or not the pipeline evaluates).
 INPUT_CONDITIONS: dict[tuple[str, str], Callable[[Step], bool]] = {
     ("evaluate", "examples"): lambda generate: _shows_dataset_examples(generate),
 }
 # In `auto` mode these stages are fetched when published (hours of GPU time); the cheap ones
 # (retrieval, negatives, reranking a run) are rebuilt locally, which needs no network.
 FETCH_IN_AUTO = frozenset(name for name in STAGE_NAMES if get_stage(name).fetch_in_auto)
+
+
+def _first_to_take(producer: str) -> str:
+    """The first stage, in pipeline order, that declares an input from `producer`."""
+    return next(name for name in STAGE_NAMES if any(producer in get_stage(name).producers(role)
+                                                    for role in get_stage(name).inputs))
 
 
 @dataclass
@@ -75,6 +82,7 @@ class DatasetResult:
     per_seed: dict[int, dict[str, float]] = field(default_factory=dict)
     seeds: dict[int, int | None] = field(default_factory=dict)  # id(outcome) → the seed it was built for
 
+    skipped: str = ""  # why evaluation was skipped (a corpus without judgments), else ""
 
 @dataclass(frozen=True)
 class Gap:
@@ -130,59 +138,74 @@ class Runner:
 
         Built from the stages' declarations, in pipeline order: a stage is in the pipeline when the recipe
         configures it (`corpus` and `evaluate` always are) and every required input is; an input is the
-        step of the first stage its declaration names that the pipeline has (see `_inputs`).
+        step of the first stage its declaration names that the pipeline has (see `_inputs`). For a corpus
+        without judgments the stages that need them are left out: the pipeline ends with `train`.
 
         With `missing_data_ok` (for `harness plan`), a dataset not on disk gets a placeholder
         fingerprint: its keys are then not in the store, which is all a plan needs to know.
         """
         r, steps = self.recipe, {}
+        applies: dict[tuple[str, str, str], bool] = {}  # (stage, role, producer) → INPUT_CONDITIONS' verdict
+        judged = get_dataset(dataset).has_qrels
+        published = get_dataset(dataset).kind == "catalog"  # the authors published for catalog datasets only
         for name in STAGE_NAMES:
             stage = get_stage(name)
             if stage.include == "input" or (stage.include == "recipe" and name not in r.stages):
                 continue
+            if stage.judged and not judged:  # left out with what needs it (a run to rerank, scores)
+                continue
             if name == "corpus":  # the dataset itself: its parameters come from the run, not from the recipe
                 steps[name] = self._corpus(dataset, missing_data_ok)
                 continue
-            inputs = self._inputs(stage, steps, dataset)
+            inputs = self._inputs(stage, steps, dataset, applies)
             if inputs is None:
                 continue
             # Like `seed` (see `_params`): every stage parameter named `limit_queries` takes --limit-queries.
             limit = self.limit_queries if "limit_queries" in stage.params.model_fields else None
             steps[name] = Step(name, self._params(name, dataset, {"limit_queries": limit} if limit else None),
-                               inputs, dataset, r.published_id(name, dataset))
+                               inputs, dataset, r.published_id(name, dataset) if published else None)
+            for (consumer, role), condition in INPUT_CONDITIONS.items():
+                if name in get_stage(consumer).producers(role):
+                    applies[(consumer, role, name)] = condition(steps[name])
+        if not judged and "train" not in steps:  # no judgments: the pipeline ends with the trained reranker
+            raise HarnessError(f"Dataset {dataset!r} has no qrels, so it can only train a reranker, and recipe "
+                               f"{r.name} has no `train` stage: use a training recipe (e.g. inpars-v2) or add qrels.")
         return steps
 
     def _corpus(self, dataset: str, missing_data_ok: bool) -> Step:
         from harness.stages import corpus as corpus_stage
 
-        source = "builtin" if dataset == "sample" else self.source
+        source = corpus_stage.source_of(dataset, self.source)
         try:
             fingerprint = corpus_stage.fingerprint(dataset, source, self.data_dir, self.store)
         except HarnessError:
             if not missing_data_ok:
                 raise
             fingerprint = "missing"
-        return Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint), {}, dataset)
+        return Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint,
+                                                  location=get_dataset(dataset).location), {}, dataset)
 
-    def _inputs(self, stage: Stage, steps: dict[str, Step], dataset: str) -> dict[str, Step] | None:
+    def _inputs(self, stage: Stage, steps: dict[str, Step], dataset: str,
+                applies: dict[tuple[str, str, str], bool]) -> dict[str, Step] | None:
         """The input steps of `stage` by role, in its declared order; None when a required one is missing
         (the stage is then left out of the pipeline, or, where it declares `missing`, the recipe is wrong).
 
         The wiring that is not data lives here: an own input (`Stage.own_inputs`) is a step built for this
         stage alone from some of its own recipe parameters, not a recipe stage (retrieve and negatives each
-        search their own index; the first one built, retrieve's, is the pipeline's `index` step, the one the
-        plan shows); and `INPUT_CONDITIONS` drops an optional input where its producer does not apply.
+        search their own index); the one of the first stage in pipeline order that declares such an input
+        (retrieve's index) is also the pipeline's step of that name, the one the plan shows. And
+        `INPUT_CONDITIONS` drops an optional input where its producer does not apply.
         """
         inputs: dict[str, Step] = {}
         own: list[Step] = []
         for role in stage.inputs:
             if role in stage.own_inputs:
-                step = self._own_input(stage, role, steps, dataset)
+                step = self._own_input(stage, role, steps, dataset, applies)
                 if step is not None:
                     own.append(step)
             else:
                 step = next((steps[name] for name in stage.producers(role) if name in steps), None)
-            if step is not None and not INPUT_CONDITIONS.get((stage.name, role), lambda _: True)(step):
+            if step is not None and not applies.get((stage.name, role, step.stage), True):
                 step = None
             if step is not None:
                 inputs[role] = step
@@ -191,19 +214,27 @@ class Runner:
                     raise HarnessError(f"{self.recipe.source}: {stage.missing}")
                 return None
         for step in own:
-            steps.setdefault(step.stage, step)
+            if _first_to_take(step.stage) == stage.name:
+                steps[step.stage] = step
         return inputs
 
-    def _own_input(self, stage: Stage, role: str, steps: dict[str, Step], dataset: str) -> Step | None:
+    def _own_input(self, stage: Stage, role: str, steps: dict[str, Step], dataset: str,
+                   applies: dict[tuple[str, str, str], bool]) -> Step | None:
         """The step of `stage`'s own input `role`: its stage, with the keys `own_inputs` names taken from the
         recipe's parameters of `stage` (as written: no seed, no pinning), and no published id."""
         of = get_stage(stage.producers(role)[0])
-        inputs = self._inputs(of, steps, dataset)
+        inputs = self._inputs(of, steps, dataset, applies)
         if inputs is None:
             return None
         values = self.recipe.stage_params(stage.name, dataset) or {}
         params = {k: values[k] for k in stage.own_inputs[role] if k in values}
+        if "prebuilt" in of.params.model_fields:  # the index: pyserini's prebuilt one as --mode says
+            params.update(self._prebuilt())
         return Step(of.name, parse_params(of.name, params, of.name), inputs, dataset)
+
+    def _prebuilt(self) -> dict:
+        """The index stage's `prebuilt` for this mode: pyserini's prebuilt indexes in fetch and auto modes."""
+        return {"prebuilt": "never" if self.mode == "regenerate" else self.mode}
 
     # --- deciding and building ---------------------------------------------------------------
     def decide(self, step: Step) -> str:
@@ -391,8 +422,10 @@ class Runner:
                 runs.append(self._run_once(dataset))
         finally:
             self.seed = None
-        if seeds == [None]:
+        if seeds == [None] or runs[0].skipped:  # one seed, or no judgments: nothing to average
             result = runs[0]
+            for r in runs[1:]:
+                result.outcomes.extend(r.outcomes)
         else:
             result = DatasetResult(dataset, mean_of([r.metrics for r in runs]))
             result.std = {m: stdev(r.metrics[m] for r in runs) for m in result.metrics}
@@ -404,7 +437,7 @@ class Runner:
                 result.seeds.update({id(o): seed for o in r.outcomes})
             # The seeds may show different few-shot examples: the largest count is the one to warn about.
             result.excluded_example_queries = max(r.excluded_example_queries for r in runs)
-        if self.results_dir is not None:
+        if self.results_dir is not None and not result.skipped:
             result.path = self.write_result(result)
         return result
 
@@ -415,8 +448,18 @@ class Runner:
         outcomes: list[Outcome] = []
         excluded = 0
         for member in members(dataset):
+            if self.source == "folder" and get_dataset(member).kind == "catalog" and member != "sample":
+                from harness.data.download import ensure as fetch_if_missing
+
+                fetch_if_missing(member, self.data_dir, self.store.root, progress=self.progress)  # on first use
             done: dict[int, Outcome] = {}
             steps = self.steps(member)
+            if "evaluate" not in steps:
+                model = self.ensure(steps["train"], done)
+                why = (f"evaluation skipped: {dataset} has no qrels (relevance judgments); the finetuned reranker "
+                       f"is artifact {model.key} (`harness publish {model.key} --repo OWNER/NAME` uploads it)")
+                self.echo(f"  {dataset:<22} {why}")
+                return DatasetResult(dataset, {}, list({id(o): o for o in done.values()}.values()), skipped=why)
             scores = self.ensure(steps["evaluate"], done)
             parts[member] = scores.summary["metrics"]
             excluded += scores.summary.get("excluded_example_queries", 0)
@@ -461,10 +504,13 @@ class Runner:
 def available_locally(dataset: str, data_dir: Path | None, source: str) -> str | None:
     """None when the dataset can run; else the sentence saying how to get it (restricted, missing)."""
     from harness.data.beir import locate
+    from harness.data.beir_md5 import PUBLISHED
 
     ds = get_dataset(dataset)
-    if dataset == "sample" or source == "hub" and ds.public:
+    if dataset == "sample" or source == "hub" and ds.public or ds.kind != "catalog":
         return None
+    if source == "folder" and ds.name.split("/")[0] in PUBLISHED:
+        return None  # fetched on first use
     missing = [m for m in members(dataset) if locate(m, data_dir) is None]
     if not missing:
         return None

@@ -1,10 +1,10 @@
-"""The bm25s backend: its vectorized index is the one bm25s's own `BM25.index` builds from the same terms.
+"""The bm25s backend: the index bm25s's own `BM25.index` builds from the analyzer's terms, and bm25s's scores.
 
-The reference is the analyzer as its docstring states it, document by document (`_TOKEN.findall` of the
-lower-cased text, possessive stripped, stop words dropped, each token Porter-stemmed by `stemWord`), and
-bm25s's own indexing of those token lists (its Python vocabulary, counts and scores). The backend must give
-the same vocabulary, the same posting lists with the same float32 scores, and so the same runs, whatever the
-batch size, in this process or in forked ones; its search must score as bm25s's does.
+The reference is the analyzer as its docstring states it, token by token (`_TOKEN.findall` of the lower-cased
+text, possessive stripped, stop words dropped, each token Porter-stemmed by `stemWord`), indexed by bm25s from
+those token lists (bm25s numbering the terms itself). The backend must give the same posting lists with the same
+float32 scores, files that do not depend on the input's form, and the hits and scores of bm25s's `retrieve`,
+ties ordered by document id.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ bm25s = pytest.importorskip("bm25s")
 Stemmer = pytest.importorskip("Stemmer")
 
 from harness.errors import HarnessError
-from harness.retrieval import bm25s_backend
 from harness.retrieval.bm25s_backend import _TOKEN, FIELDS, LUCENE_STOPWORDS, Analyzer, build_index, search
 
 _STEM = Stemmer.Stemmer("porter").stemWord
@@ -116,29 +115,32 @@ def reference(docs, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fields", list(FIELDS))
-@pytest.mark.parametrize("batch_chars", [1 << 22, 97, 5000])
-def test_index_equals_bm25s_own_index(docs, reference, tmp_path, monkeypatch, fields, batch_chars):
-    monkeypatch.setattr(bm25s_backend, "_BATCH_CHARS", batch_chars)
+def test_index_equals_bm25s_own_index(docs, reference, tmp_path, fields):
     summary = build_index(iter(docs), tmp_path / "index", fields)
-    assert summary["documents"] == len(docs)
+    assert summary["documents"] == len(docs) and summary["bm25s"] == bm25s.__version__
     for field in FIELDS[fields]:
         assert postings(tmp_path / "index" / field) == postings(reference / fields / field), field
     assert search(tmp_path / "index", QUERIES, k=50, fields=fields) == search(reference / fields, QUERIES, k=50,
                                                                                fields=fields)
 
 
-def test_index_files_do_not_depend_on_batches_or_input_form(docs, tmp_path, monkeypatch):
-    """Byte for byte: terms are numbered in order of first appearance, however the corpus is cut."""
+def test_index_files_do_not_depend_on_the_input_form_or_the_process(docs, tmp_path):
+    """Byte for byte, from the documents or their corpus.jsonl, here or in another process (terms are numbered in
+    order of first appearance, not in the order of Python's string hashing, which changes with each process)."""
+    import subprocess
+    import sys
+
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n"
                               for i, t, x in docs))  # ASCII: the lone surrogate escaped
     build_index(iter(docs), tmp_path / "one", "multifield")
-    monkeypatch.setattr(bm25s_backend, "_BATCH_CHARS", 61)
-    build_index(corpus, tmp_path / "many", "multifield")
+    code = (f"from pathlib import Path; from harness.retrieval.bm25s_backend import build_index; "
+            f"build_index(Path({str(corpus)!r}), Path({str(tmp_path / 'two')!r}), 'multifield')")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ, "PYTHONHASHSEED": "7"})
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(tmp_path / "many") for p in (tmp_path / "many").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
     for name in files:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
 def test_query_analysis_matches_the_reference():
@@ -150,156 +152,50 @@ def test_query_analysis_matches_the_reference():
     assert analyze("The cat's dogs’ e.g. RUNNING") == ["cat", "dog", "e.g", "run"]
 
 
-def test_ascii_batches_are_normalized_as_other_batches():
-    """ASCII batches, normalized as bytes: the same bytes as `normalize`, text by text, gives (every character)."""
-    rng = random.Random(7)
-    texts = ["".join(map(chr, range(128)))] + ["".join(chr(rng.randrange(128)) for _ in range(rng.randint(0, 60)))
-                                               for _ in range(500)]
-    padding = bm25s_backend._PADDING
-    ascii_batch = bm25s_backend.batch_bytes(texts)
-    assert bm25s_backend.batch_bytes([*texts, "Été"]) == ascii_batch[: -len(padding)] + " \x00 été".encode() + padding
-
-
-def test_chunk_ids_number_chunks_by_their_bytes_across_batches():
-    """Chunks told apart by their bytes, also long ones sharing their first 24 bytes, numbered in order of first
-    appearance across batches; chunks made of the same bytes as others' keys would be are never merged with them."""
-    rng = random.Random(3)
-    alphabet = [bytes([c]) for c in range(1, 256) if c != 0x20]
-    pool = [b"\x00"] + [b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(200)]
-    pool += [b"p" * 24 + bytes([c]) for c in b"abc"] + [b"p" * 23, b"p" * 24, b"p" * 16, b"q" * 8, b"q" * 7]
-    chunk_ids = bm25s_backend._ChunkIds()
-    first_seen: dict[bytes, int] = {}
-    for _ in range(60):
-        chunks = [rng.choice(pool) for _ in range(rng.randint(0, 400))]
-        data = b"".join(chunk + b" " * rng.randint(1, 3) for chunk in chunks) + bm25s_backend._PADDING
-        assert chunk_ids.ids(data).tolist() == [first_seen.setdefault(chunk, len(first_seen)) for chunk in chunks]
-    assert chunk_ids.chunks() == b"".join(chunk + b" " for chunk in first_seen)
-
-
-def test_first_equal_finds_the_first_equal_row():
-    rng = np.random.default_rng(0)
-    for n, values in [(0, 5), (1, 5), (1000, 3), (5000, 1 << 62), (20000, 40)]:
-        keys = [rng.integers(0, values, n, dtype=np.uint64) for _ in range(2)]
-        rows = list(zip(*(key.tolist() for key in keys)))
-        first: dict = {}
-        expected = [first.setdefault(row, i) for i, row in enumerate(rows)]
-        assert bm25s_backend._first_equal(keys).tolist() == expected
-
-
-@pytest.mark.parametrize("fields", list(FIELDS))
-def test_forked_indexing_writes_the_same_files(docs, tmp_path, monkeypatch, fields):
-    """A child process per field, fed batch by batch while this one reads: the same bytes as in this process."""
-    monkeypatch.setattr(bm25s_backend, "_BATCH_CHARS", 500)
-    build_index(iter(docs), tmp_path / "here", fields, fork_from=1 << 40)
-    build_index(iter(docs), tmp_path / "forked", fields, fork_from=0)
-    files = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(tmp_path / "forked") for p in (tmp_path / "forked").rglob("*") if p.is_file())
-    for name in files:
-        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "forked" / name).read_bytes(), name
-
-
-def _index_in(docs, out, fields):
-    build_index(iter(docs), out, fields, fork_from=0)
-
-
-def test_a_daemonic_process_indexes_without_a_child(docs, tmp_path):
-    """A daemonic process (a pool's worker) may not have children: it indexes in itself, the same files."""
-    import multiprocessing
-
-    process = multiprocessing.get_context("fork").Process(target=_index_in, args=(docs, tmp_path / "d", "flat"),
-                                                          daemon=True)
-    process.start()
-    process.join()
-    assert process.exitcode == 0
-    build_index(iter(docs), tmp_path / "here", "flat", fork_from=1 << 40)
-    for path in (tmp_path / "here").rglob("*"):
-        if path.is_file():
-            assert path.read_bytes() == (tmp_path / "d" / path.relative_to(tmp_path / "here")).read_bytes()
-
-
-def test_errors_of_forked_indexing_are_raised_here(docs, tmp_path, monkeypatch):
-    import multiprocessing
-
-    def unreadable():
-        yield from docs[:100]
-        raise HarnessError("corpus.jsonl line 101: not valid JSON.")
-
-    with pytest.raises(HarnessError, match="line 101"):
-        build_index(unreadable(), tmp_path / "a", "multifield", fork_from=0)
-
-    def fail(self, path):
-        raise ValueError(f"cannot save {path.name}")
-
-    monkeypatch.setattr(bm25s_backend._FieldIndex, "save", fail)  # the children inherit it
-    with pytest.raises(ValueError, match="cannot save contents"):
-        build_index(iter(docs), tmp_path / "b", "multifield", fork_from=0)
-
-    def fail_to_add(self, data):
-        raise MemoryError
-
-    # Stopped at its first batch, while this process queues the next ones (more than fit in its queue).
-    monkeypatch.setattr(bm25s_backend._FieldIndex, "add", fail_to_add)
-    monkeypatch.setattr(bm25s_backend, "_BATCH_CHARS", 100)
-    with pytest.raises(MemoryError):
-        build_index(iter(docs), tmp_path / "c", "flat", fork_from=0)
-    assert not multiprocessing.active_children()
-
-
-def test_a_forked_index_ends_when_its_parent_is_killed(tmp_path):
-    """A child left waiting for batches ends by itself once its parent is gone (killed: no clean-up ran)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads /proc")
-    script = f"""
-import multiprocessing, time
-from pathlib import Path
-from harness.retrieval import bm25s_backend
-
-def docs():
-    yield "d0", "a title", "some text"  # a batch: the child starts
-    print(multiprocessing.active_children()[0].pid, flush=True)
-    time.sleep(600)
-
-bm25s_backend._BATCH_CHARS = 1
-bm25s_backend.build_index(docs(), Path({str(tmp_path / "index")!r}), fork_from=0)
-"""
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    child = int(parent.stdout.readline())
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-
-    def running() -> bool:
-        try:
-            return "zombie" not in Path(f"/proc/{child}/status").read_text()
-        except FileNotFoundError:
-            return False
-
-    deadline = time.monotonic() + 30
-    while running() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if running():
-        os.kill(child, signal.SIGKILL)
-        pytest.fail("the child still ran 30 s after its parent was killed")
-
-
-def test_field_scores_are_bm25s_scores(reference):
+def test_flat_search_gives_bm25s_retrieve_hits_and_scores(docs, reference):
+    """bm25s's own `retrieve` over all documents is the oracle: the same documents (those scoring above 0) with
+    the same scores; equal scores ordered by document id, descending."""
     retriever = bm25s.BM25.load(str(reference / "flat" / "contents"))
-    field = bm25s_backend._field_index(reference / "flat" / "contents")
-    n_docs = retriever.scores["num_docs"]
-    for term_ids in ([0], [3, 1, 3], list(range(len(field[0]) - 1))):
-        expected = retriever.get_scores_from_ids(term_ids)
-        assert np.array_equal(bm25s_backend._field_scores(field, term_ids, n_docs), expected), term_ids
+    doc_ids = json.loads((reference / "flat" / "docids.json").read_text())
+    run = search(reference / "flat", QUERIES, k=len(docs), fields="flat")
+    for qid, text in QUERIES.items():
+        terms = [t for t in reference_terms(text) if t in retriever.vocab_dict]
+        expected = {}
+        if terms:
+            found, scores = retriever.retrieve([terms], k=len(docs), show_progress=False)
+            expected = {doc_ids[i]: s for i, s in zip(found[0].tolist(), scores[0].tolist()) if s > 0}
+        assert dict(run[qid]) == expected, qid
+        assert run[qid] == sorted(run[qid], key=lambda hit: (hit[1], hit[0]), reverse=True), qid
+
+
+def test_multifield_scores_are_the_sum_of_the_fields_bm25s_scores(docs, reference):
+    fields = [bm25s.BM25.load(str(reference / "multifield" / field)) for field in FIELDS["multifield"]]
+    doc_ids = json.loads((reference / "multifield" / "docids.json").read_text())
+    for qid, hits in search(reference / "multifield", QUERIES, k=len(docs), fields="multifield").items():
+        terms = reference_terms(QUERIES[qid])
+        total = np.zeros(len(doc_ids), dtype=np.float32)
+        for field in fields:
+            known = [t for t in terms if t in field.vocab_dict]
+            if known:
+                total += field.get_scores(known)
+        assert dict(hits) == {doc_ids[i]: float(total[i]) for i in np.flatnonzero(total > 0).tolist()}, qid
+
+
+def test_ties_at_the_kth_place_are_taken_by_document_id(tmp_path):
+    """Ten documents with the same score: the top 3 are the three largest ids, whatever the order of the corpus."""
+    docs = [(f"d{i}", "", "alpha beta") for i in (4, 9, 0, 7, 2, 5, 8, 1, 6, 3)] + [("x", "", "gamma")]
+    build_index(iter(docs), tmp_path / "index")
+    assert [d for d, _ in search(tmp_path / "index", {"q": "alpha"}, k=3)["q"]] == ["d9", "d8", "d7"]
+    removed = search(tmp_path / "index", {"d9": "alpha"}, k=3, remove_query=True)["d9"]
+    assert [d for d, _ in removed] == ["d8", "d7", "d6"]  # the query's own document dropped, k hits remain
 
 
 def test_documents_without_terms_give_an_index_that_matches_nothing(tmp_path):
     summary = build_index(iter([("a", "", ""), ("b", "The", "of and the"), ("c", "", "!!")]), tmp_path / "i")
     assert summary["documents"] == 3
     assert search(tmp_path / "i", {"q": "the", "r": "anything"}) == {"q": [], "r": []}
+    with pytest.raises(HarnessError, match="No documents"):
+        build_index(iter([]), tmp_path / "none")
 
 
 @pytest.mark.slow

@@ -54,7 +54,8 @@ def test_user_mistakes_get_one_sentence_and_exit_2(store, capsys, args, message)
     assert message in err and "Traceback" not in err
 
 
-def test_missing_data_folder_says_what_to_download(store, tmp_path, capsys):
+def test_missing_data_folder_says_what_to_download(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HARNESS_BEIR_URL", "http://127.0.0.1:9/beir/{name}.zip")  # fetched on first use: no server
     code = main(["reproduce", "bm25-flat", "-d", "nfcorpus", "--data-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1 and "nfcorpus.zip" in out and "skipped" in out

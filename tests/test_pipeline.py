@@ -14,31 +14,37 @@ DATASETS = ["sample", "scifact", "arguana", "fiqa", "climate-fever", "cqadupstac
 
 
 def hand_wired_steps(runner: Runner, dataset: str) -> dict[str, Step]:
-    """`Runner.steps` as written by hand before the stages declared their inputs (harness 9a85cfd), the oracle."""
+    """`Runner.steps` as written by hand before the stages declared their inputs (harness 7976a6b), the oracle."""
     from harness import runner as runner_module
+    from harness.data.catalog import get_dataset
     from harness.stages import corpus as corpus_stage
     from harness.stages import parse_params
 
     r, steps = runner.recipe, {}
+    published = get_dataset(dataset).kind == "catalog"
 
     def add(stage: str, inputs: dict[str, Step], extra: dict | None = None) -> Step:
-        step = Step(stage, runner._params(stage, dataset, extra), inputs, dataset, r.published_id(stage, dataset))
+        step = Step(stage, runner._params(stage, dataset, extra), inputs, dataset,
+                    r.published_id(stage, dataset) if published else None)
         steps[stage] = step
         return step
 
-    source = "builtin" if dataset == "sample" else runner.source
+    source = corpus_stage.source_of(dataset, runner.source)
     try:
         fingerprint = corpus_stage.fingerprint(dataset, source, runner.data_dir, runner.store)
     except HarnessError:
         fingerprint = "missing"
-    corpus = Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint), {}, dataset)
+    judged = get_dataset(dataset).has_qrels
+    corpus = Step("corpus", corpus_stage.Params(dataset=dataset, source=source, fingerprint=fingerprint,
+                                                location=get_dataset(dataset).location), {}, dataset)
     steps["corpus"] = corpus
     limit = {"limit_queries": runner.limit_queries} if runner.limit_queries else {}
     first = None
-    if "retrieve" in r.stages:
+    if "retrieve" in r.stages and judged:
         retrieve_params = r.stage_params("retrieve", dataset) or {}
         index_params = {k: retrieve_params[k] for k in ("retriever", "fields") if k in retrieve_params}
-        index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
+        index = Step("index", parse_params("index", {**index_params, **runner._prebuilt()}, "index"),
+                     {"corpus": corpus}, dataset)
         steps["index"] = index
         first = add("retrieve", {"corpus": corpus, "index": index}, limit)
     examples = None
@@ -50,11 +56,17 @@ def hand_wired_steps(runner: Runner, dataset: str) -> dict[str, Step]:
         if "negatives" in r.stages:
             neg = r.stage_params("negatives", dataset) or {}
             index_params = {k: neg[k] for k in ("retriever", "fields") if k in neg}
-            neg_index = Step("index", parse_params("index", index_params, "index"), {"corpus": corpus}, dataset)
+            neg_index = Step("index", parse_params("index", {**index_params, **runner._prebuilt()}, "index"),
+                             {"corpus": corpus}, dataset)
             triples = add("negatives", {"corpus": corpus, "queries": queries, "index": neg_index})
             if "train" in r.stages:
                 add("train", {"triples": triples})
     run = first
+    if not judged:
+        if "train" not in steps:
+            raise HarnessError(f"Dataset {dataset!r} has no qrels, so it can only train a reranker, and recipe "
+                               f"{r.name} has no `train` stage: use a training recipe (e.g. inpars-v2) or add qrels.")
+        return steps
     if "rerank" in r.stages:
         if first is None:
             raise HarnessError(f"{r.source}: stage `rerank` needs a `retrieve` stage (the run to rerank).")
@@ -74,7 +86,7 @@ def hand_wired_steps(runner: Runner, dataset: str) -> dict[str, Step]:
 def described(step: Step) -> dict:
     """Everything about a step that the run depends on: stage, key, published id, key parameters, inputs in order."""
     return {"stage": step.stage, "key": step.key, "published": step.published, "dataset": step.dataset,
-            "params": step.params.key_params(),
+            "params": step.params.model_dump(mode="json", exclude={"threads"}),  # not only the key's
             "inputs": [(role, described(s)) for role, s in step.inputs.items()]}
 
 
@@ -107,24 +119,34 @@ EDGE_CASES = {
 }
 
 
+def own_corpus(tmp_path) -> str:
+    """A corpus of the user's without judgments (a file given by path), by the name the catalog gives it."""
+    from harness.data.catalog import expand
+
+    (tmp_path / "mine.tsv").write_text("d1\tfirst text\nd2\tsecond text\n")
+    return expand([str(tmp_path / "mine.tsv")])[0]
+
+
 def runners(store, tmp_path):
-    """A runner per recipe file and edge case, with and without --limit-queries, one with seeds."""
-    data_dir = tmp_path / "no-data"  # every dataset but the bundled sample gets the placeholder fingerprint
+    """A runner per recipe file and edge case, with and without --limit-queries, one with seeds; each mode."""
+    data_dir = tmp_path / "no-data"  # every catalog dataset but the bundled sample gets the placeholder fingerprint
     data_dir.mkdir()
     cases = [(path.stem, recipe_files.load(path.stem)) for path in sorted(recipes_dir().glob("*.yaml"))]
     cases += [(name, recipe(stages)) for name, stages in EDGE_CASES.items()]
     cases.append(("seeds", recipe_files.load("inpars-v2").model_copy(update={"seeds": [3, 4]})))
     for name, r in cases:
-        for limit in (None, 7):
-            runner = Runner(r, store, data_dir=data_dir, limit_queries=limit, echo=lambda _: None, progress=False)
+        for limit, mode in ((None, "auto"), (7, "fetch"), (None, "regenerate")):
+            runner = Runner(r, store, mode=mode, data_dir=data_dir, limit_queries=limit, echo=lambda _: None,
+                            progress=False)
             runner.seed = r.seeds[0] if r.seeds else None
-            yield f"{name} q{limit}", runner
+            yield f"{name} q{limit} {mode}", runner
 
 
 def test_derived_pipeline_matches_the_hand_wiring(store, tmp_path):
     compared = errors = 0
+    datasets = [*DATASETS, own_corpus(tmp_path)]
     for name, runner in runners(store, tmp_path):
-        for dataset in DATASETS:
+        for dataset in datasets:
             expected = pipeline(hand_wired_steps, runner, dataset)
             actual = pipeline(lambda r, d: r.steps(d, missing_data_ok=True), runner, dataset)
             assert actual == expected, (name, dataset)

@@ -1,4 +1,5 @@
-"""Tests of the Lucene BM25 backend: a tiny in-test corpus, and SciFact against pyserini's 2CR numbers."""
+"""Tests of the Lucene BM25 backend: a tiny in-test corpus, pyserini's prebuilt indexes (from its cache, offline),
+and SciFact against pyserini's 2CR numbers and published index statistics."""
 
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ def test_start_jvm_is_idempotent():
 def test_build_summary(indexes):
     root, summaries = indexes
     flat, multi = summaries["flat"], summaries["multifield"]
-    assert flat["documents"] == 4 and flat["empty"] == 1  # empty docs are skipped, as Anserini does
+    assert flat["documents"] == 4 and flat["skipped"] == 1  # empty docs are skipped, as Anserini does
     assert (flat["fields"], multi["fields"]) == ("flat", "multifield")
-    assert flat["anserini_version"] and flat["lucene_version"]
+    assert flat["pyserini_version"] and flat["lucene_version"]
     # The temporary JSONL collection is gone; only the two indexes remain.
     assert sorted(p.name for p in root.iterdir()) == ["flat", "multifield"]
 
@@ -120,7 +121,7 @@ TIED_DOCS = [(f"t{i:02d}", "", "alpha beta gamma delta") for i in (7, 3, 11, 0, 
 
 
 def _pyserini_reference(index_dir: Path, queries: dict, k: int, fields: str) -> dict:
-    """What pyserini's own LuceneSearcher returns (the implementation search() replaces)."""
+    """What pyserini's own LuceneSearcher returns, called as its documentation shows."""
     lucene = java.import_pyserini("pyserini.search.lucene")
     searcher = lucene.LuceneSearcher(str(index_dir))
     try:
@@ -147,7 +148,7 @@ def test_same_hits_scores_and_order_as_pyserini(tmp_path, fields):
 
 def test_corpus_file_is_copied_as_the_collection_it_would_be_written_as(tmp_path):
     """A corpus.jsonl as the corpus stage writes it becomes the same collection files, byte for byte, as its
-    documents do (its lines are copied, no JSON parsed and written again); a gzipped one is refused."""
+    documents do (its lines are copied, no JSON parsed and written again)."""
     from harness.data import beir
     from harness.retrieval.pyserini_backend import _write_collection
 
@@ -161,8 +162,6 @@ def test_corpus_file_is_copied_as_the_collection_it_would_be_written_as(tmp_path
         assert names == sorted(p.name for p in (tmp_path / f"file{files}").iterdir()) and len(names) == files
         for name in names:
             assert (tmp_path / f"docs{files}" / name).read_bytes() == (tmp_path / f"file{files}" / name).read_bytes()
-    with pytest.raises(HarnessError, match="gzipped"):
-        _write_collection(tmp_path / "corpus.jsonl.gz", tmp_path / "gz", 1)
 
 
 @pytest.mark.parametrize("fields", ["flat", "multifield"])
@@ -176,7 +175,7 @@ def test_threads_and_corpus_file_give_the_same_hits(tmp_path, fields):
     beir.write_jsonl(({"_id": i, "title": t, "text": x} for i, t, x in docs), corpus)
     one = build_index(iter(docs), tmp_path / "one", fields=fields, threads=1)
     three = build_index(corpus, tmp_path / "three", fields=fields, threads=3)
-    counts = ("documents", "empty", "skipped")
+    counts = ("documents", "skipped")
     assert [one[key] for key in counts] == [three[key] for key in counts]
     queries = {"q1": "alpha", "q2": "gamma delta", "q3": "beta", "q4": "delta epsilon alpha", "q5": "cats goldfish",
                "q6": "the of", "q8": "Delta", "q9": "alpha beta gamma delta epsilon cats dogs"}
@@ -185,61 +184,101 @@ def test_threads_and_corpus_file_give_the_same_hits(tmp_path, fields):
                                                                                    fields=fields), k
 
 
-def test_search_imports_no_pyserini_search_module(tmp_path):
-    """Building and searching start no torch/transformers import (pyserini.search.lucene costs ~20 s)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from pathlib import Path\n"
-        "from harness.retrieval.pyserini_backend import build_index, search\n"
-        f"build_index(iter([('a', 'T', 'cats purr'), ('b', '', 'dogs bark')]), Path({str(tmp_path / 'i')!r}))\n"
-        f"assert search(Path({str(tmp_path / 'i')!r}), {{'q': 'cats'}}, threads=2)['q'][0][0] == 'a'\n"
-        "heavy = [m for m in ('pyserini.search', 'pyserini.search.lucene', 'torch', 'transformers', 'openai',"
-        " 'sklearn', 'pandas') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+PREBUILT = "beir-v1.0.0-scifact.flat"
 
 
-def test_adjust_ties_matches_java_float_arithmetic():
-    """ScoreTiesAdjusterReranker emulated step by step with numpy float32 scalars (Java's float semantics)."""
-    import random
-
-    np = pytest.importorskip("numpy")
-    from harness.retrieval.pyserini_backend import _adjust_ties
-
-    def reference(scores):
-        out = []
-        for score in scores:
-            value = np.float64(np.float32(score)) * 10000.0
-            rounded = np.floor(value) + (1.0 if value - np.floor(value) >= 0.5 else 0.0)  # Math.round
-            out.append(np.float32(rounded / 10000.0))
-        dup = 0
-        for i in range(1, len(out)):
-            if np.float32(out[i - 1] - out[i]) > np.float32(1e-4):
-                dup = 0
-            else:
-                dup += 1
-                out[i] = np.float32(out[i] - np.float32(np.float32(1e-6) * np.float32(dup)))
-        return [float(x) for x in out]
-
-    rng = random.Random(7)
-    for _ in range(200):
-        raw = sorted((round(rng.uniform(0.01, 30), rng.choice([2, 3, 4, 5, 7])) for _ in range(rng.randint(1, 300))),
-                     reverse=True)
-        scores = [float(np.float32(x)) for x in raw]
-        assert _adjust_ties(scores) == reference(scores)
+def _cached_prebuilt(cache: Path, name: str) -> Path:
+    """Where pyserini's `download_prebuilt_index` finds prebuilt index `name` in its cache folder `cache`: the
+    table's archive name without `.tar.gz`, a dot, its MD5 (pyserini/util.py, `download_and_unpack_index`)."""
+    info = java.import_pyserini("pyserini.prebuilt_index_info").TF_INDEX_INFO[name]
+    return cache / "indexes" / f"{info['filename'].removesuffix('.tar.gz')}.{info['md5']}"
 
 
-def test_decode_id_reads_lucene_bytesref_hex():
-    from harness.retrieval.pyserini_backend import _decode_id
+@pytest.fixture
+def cached_prebuilt(indexes, tmp_path, monkeypatch):
+    """The tiny flat index placed in a fresh pyserini cache as if it were pyserini's prebuilt SciFact index, with
+    the table's statistics set to the tiny index's (pyserini checks them; tested for real on SciFact below)."""
+    from harness.retrieval.pyserini_backend import index_stats
 
-    assert _decode_id("31 30 36") == "106"
-    assert _decode_id("61 9 62") == "a\tb"  # bytes below 0x10 are printed with one digit
-    assert _decode_id("c3 a9") == "é"
-    assert _decode_id("") == ""
+    root, _ = indexes
+    monkeypatch.setenv("PYSERINI_CACHE", str(tmp_path / "pyserini-cache"))
+    import shutil
+
+    shutil.copytree(root / "flat", _cached_prebuilt(tmp_path / "pyserini-cache", PREBUILT))
+    info = java.import_pyserini("pyserini.prebuilt_index_info").TF_INDEX_INFO[PREBUILT]
+    stats = index_stats(root / "flat")
+    for key in ("documents", "unique_terms", "total_terms"):
+        monkeypatch.setitem(info, key, stats[key])
+    return root / "flat"
+
+
+def test_prebuilt_index_comes_from_pyserini_cache_with_the_local_index_hits(cached_prebuilt, monkeypatch):
+    from harness.retrieval.pyserini_backend import fetch_prebuilt, prebuilt_name
+
+    assert prebuilt_name("scifact", "flat") == PREBUILT
+    assert prebuilt_name("cqadupstack/android", "multifield") == "beir-v1.0.0-cqadupstack-android.multifield"
+    assert prebuilt_name("sample", "flat") is None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # in the cache: no request needed
+    path = fetch_prebuilt(PREBUILT)
+    assert path == _cached_prebuilt(Path(os.environ["PYSERINI_CACHE"]), PREBUILT)
+    queries = {"q1": "cats purr", "q2": "goldfish bowl", "q3": "stripes"}
+    assert search(path, queries) == search(cached_prebuilt, queries)
+    lucene = java.import_pyserini("pyserini.search.lucene")
+    searcher = lucene.LuceneSearcher.from_prebuilt_index(PREBUILT)  # pyserini's own way finds the same folder
+    assert Path(searcher.index_dir) == path
+
+
+def _corpus(store):
+    """A corpus artifact of DOCS in `store`."""
+    from harness.data import beir
+
+    def write(out):
+        beir.write_jsonl(({"_id": i, "title": t, "text": x} for i, t, x in DOCS), out.path / "corpus.jsonl")
+
+    artifact, _ = store.get_or_build("corpus-tiny", write, kind="corpus", stage="corpus", params={}, inputs={})
+    return artifact
+
+
+@pytest.mark.parametrize("mode", ["auto", "fetch"])
+def test_index_stage_takes_the_prebuilt_index_in_auto_and_fetch_modes(cached_prebuilt, tmp_path, mode):
+    from harness.store import Store
+    from tests.test_negatives import build_stage
+
+    local_store, prebuilt_store = Store(tmp_path / "local"), Store(tmp_path / "prebuilt")
+    local = build_stage(local_store, "index", {"prebuilt": "never"}, {"corpus": _corpus(local_store)}, "scifact")
+    index = build_stage(prebuilt_store, "index", {"prebuilt": mode}, {"corpus": _corpus(prebuilt_store)}, "scifact")
+    assert "prebuilt" not in local.summary
+    assert index.summary["prebuilt"] == _cached_prebuilt(tmp_path / "pyserini-cache", PREBUILT).name
+    assert index.key == local.key  # not in the key: the same index
+    queries = {"q1": "cats purr", "q2": "goldfish bowl", "q3": "white stripes"}
+    assert search(index.path / "index", queries) == search(local.path / "index", queries)
+
+
+def test_without_network_auto_builds_locally_and_fetch_says_why(tmp_path, monkeypatch, caplog):
+    from harness.store import Store
+    from tests.test_negatives import build_stage
+
+    monkeypatch.setenv("PYSERINI_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    auto, fetch = Store(tmp_path / "auto"), Store(tmp_path / "fetch")
+    index = build_stage(auto, "index", {"prebuilt": "auto"}, {"corpus": _corpus(auto)}, "scifact")
+    assert "prebuilt" not in index.summary and index.summary["documents"] == 4
+    assert "Building the index locally instead" in caplog.text
+    with pytest.raises(HarnessError, match=f"prebuilt index {PREBUILT} is not in pyserini's cache") as error:
+        build_stage(fetch, "index", {"prebuilt": "fetch"}, {"corpus": _corpus(fetch)}, "scifact")
+    assert str(error.value).count(". ") == 0  # one sentence
+    # A dataset pyserini publishes no index of is built, whatever the mode.
+    assert "prebuilt" not in build_stage(fetch, "index", {"prebuilt": "fetch"}, {"corpus": _corpus(fetch)},
+                                         "sample").summary
+
+
+@pytest.mark.parametrize("mode, prebuilt", [("auto", "auto"), ("fetch", "fetch"), ("regenerate", "never")])
+def test_the_runner_takes_prebuilt_indexes_in_fetch_and_auto_modes(store, mode, prebuilt):
+    from harness import recipes
+    from harness.runner import Runner
+
+    steps = Runner(recipes.load("bm25-flat"), store, mode=mode).steps("sample")
+    assert steps["index"].params.prebuilt == prebuilt
 
 
 def _scifact_dir() -> Path | None:
@@ -269,6 +308,9 @@ def test_scifact_matches_pyserini_2cr(tmp_path):
     expected = {"flat": 0.6789, "multifield": 0.6647}
     for fields, target in expected.items():
         build_index(docs, tmp_path / fields, fields=fields)
+        # The same document, term and unique-term counts as pyserini's prebuilt index (its own check, unpatched).
+        reader = java.import_pyserini("pyserini.index.lucene").LuceneIndexReader(str(tmp_path / fields))
+        assert reader.validate(f"beir-v1.0.0-scifact.{fields}")
         run = search(tmp_path / fields, queries, k=1000, fields=fields, remove_query=True, threads=2)
         evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"})
         per_query = evaluator.evaluate({qid: dict(hits) for qid, hits in run.items()})

@@ -187,17 +187,22 @@ class BeirFolder:
         return sorted({p.name.split(".")[0] for p in folder.glob("*.tsv*")}) if folder.is_dir() else []
 
 
-def data_dirs(explicit: Path | None = None) -> list[Path]:
-    """Where dataset folders are looked for: `--data-dir`, else `$HARNESS_BEIR_DIR` (os.pathsep-separated)."""
+def data_dirs(explicit: Path | None = None, home: Path | None = None) -> list[Path]:
+    """Where dataset folders are looked for: `--data-dir`, else `$HARNESS_BEIR_DIR` (os.pathsep-separated),
+    else `<harness home>/beir`, where datasets fetched by name go by default."""
     if explicit:
         return [Path(explicit)]
     env = os.environ.get("HARNESS_BEIR_DIR", "")
-    return [Path(p) for p in env.split(os.pathsep) if p]
+    if dirs := [Path(p) for p in env.split(os.pathsep) if p]:
+        return dirs
+    from harness.store import default_home
+
+    return [Path(home or default_home()) / "beir"]
 
 
-def locate(name: str, explicit: Path | None = None) -> BeirFolder | None:
+def locate(name: str, explicit: Path | None = None, home: Path | None = None) -> BeirFolder | None:
     """The folder of dataset `name` (`cqadupstack/android` → `<dir>/cqadupstack/android`), or None."""
-    for root in data_dirs(explicit):
+    for root in data_dirs(explicit, home):
         candidate = root / name
         if (candidate / "corpus.jsonl").is_file() or (candidate / "corpus.jsonl.gz").is_file():
             return BeirFolder(candidate)

@@ -1,4 +1,8 @@
-"""The catalog of datasets: the 18 BEIR datasets, MS MARCO and the bundled sample, with their facts."""
+"""The catalog of datasets: the 18 BEIR datasets, MS MARCO and the bundled sample, with their facts.
+
+Beyond the catalog, a dataset may be named by an ir_datasets id (`irds:beir/scifact/test`, see
+`harness.data.irds`) or by a path to the user's own corpus (see `harness.data.local`).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ class Dataset:
     subsets: tuple[str, ...] = ()  # CQADupStack: scored per forum and averaged into one row
     hub_repo: str | None = None  # BeIR/<name> (corpus, queries); qrels in BeIR/<name>-qrels
     in_beir18: bool = True
+    kind: str = "catalog"  # catalog | irds (an ir_datasets id) | path (the user's own folder or corpus file)
+    location: str = ""  # kind path: the folder or corpus file
+    has_qrels: bool = True  # without judgments a pipeline trains a reranker and skips evaluation
 
     @property
     def is_group(self) -> bool:
@@ -108,7 +115,15 @@ GROUPS = {
 
 
 def get_dataset(name: str) -> Dataset:
-    """The dataset named `name` (a subforum as `cqadupstack/android`), or an error with close matches."""
+    """The dataset named `name` (a subforum as `cqadupstack/android`), or an error with close matches.
+
+    `irds:<id>` names an ir_datasets collection; a path (or the name of a folder given by path earlier
+    in this process) names the user's own corpus.
+    """
+    if name.startswith("irds:"):
+        from harness.data import irds
+
+        return irds.describe(name)
     base, _, sub = name.partition("/")
     if base in DATASETS:
         dataset = DATASETS[base]
@@ -117,9 +132,15 @@ def get_dataset(name: str) -> Dataset:
         if sub in dataset.subsets:
             return Dataset(**{**dataset.__dict__, "name": name, "title": f"{dataset.title} ({sub})", "subsets": ()})
         raise HarnessError(f"Dataset {base!r} has no subset {sub!r}.{close_matches(sub, dataset.subsets)}")
+    from harness.data import local
+
+    found = local.describe(name)
+    if found is not None:
+        return found
     raise HarnessError(
         f"Unknown dataset {name!r}.{close_matches(name, [*DATASETS, *GROUPS])} "
-        f"Known: {', '.join(DATASETS)} and the groups {', '.join(GROUPS)}."
+        f"Known: {', '.join(DATASETS)} and the groups {', '.join(GROUPS)}; or an ir_datasets id as "
+        "irds:<id>, or the path of a folder in BEIR layout or of a corpus file."
     )
 
 
@@ -128,7 +149,7 @@ def expand(names: list[str]) -> list[str]:
     out: list[str] = []
     for name in names:
         for item in GROUPS.get(name, [name]):
-            get_dataset(item)
+            item = get_dataset(item).name  # a path becomes the name of its folder
             if item not in out:
                 out.append(item)
     return out

@@ -116,10 +116,6 @@ def load_model(kind: str, path: Path, device: str = "cpu", dtype: str = "float32
     cls = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
            "classifier": "AutoModelForSequenceClassification"}[kind]
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    if "device_map" not in from_pretrained and torch.device(device).type == "cpu":
-        from harness.models.allocator import keep_freed_memory
-
-        keep_freed_memory()  # large activations reuse freed memory instead of faulting in new pages
     model = _load(cls, path, dtype=torch_dtype, **from_pretrained)
     if "device_map" not in from_pretrained:
         model = model.to(device)

@@ -98,6 +98,9 @@ class Stage:
     include: Literal["recipe", "always", "input"] = "recipe"
     # A required input missing: None leaves the stage out of the pipeline; a sentence is the recipe's error.
     missing: str | None = None
+    # Needs the dataset's relevance judgments (qrels): left out for a corpus without them, whose pipeline then
+    # ends with the trained reranker.
+    judged: bool = False
     # --- published artifacts ---
     published_kinds: tuple[str, ...] = ()  # registry entry kinds that can stand in for its artifact (`published:`)
     fetch_in_auto: bool = False  # in auto mode, fetched when published (hours of GPU time) rather than rebuilt

@@ -1,10 +1,16 @@
-"""Stage `corpus`: bring a dataset (local BEIR folder, Hub copy or the bundled sample) into the store, checked."""
+"""Stage `corpus`: bring a dataset into the store, checked, in BEIR layout.
+
+Sources: a BEIR folder in the data folder (fetched there by name on first use, see
+`harness.data.download`), the Hub copy, the bundled sample, an ir_datasets id, or the user's own folder
+or corpus file given by path.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -18,37 +24,65 @@ log = logging.getLogger(__name__)
 
 class Params(StageParams):
     dataset: str
-    source: Literal["folder", "hub", "builtin"] = "folder"
-    # What the source holds: sha256 of its files (folder), repo@revision (hub), generator version (builtin).
-    # Part of the key, so changed data changes every key downstream.
+    source: Literal["folder", "hub", "builtin", "irds", "path"] = "folder"
+    # What the source holds: sha256 of its files (folder, path), repo@revision (hub), generator version
+    # (builtin), id and ir_datasets version (irds). Part of the key, so changed data changes every key downstream.
     fingerprint: str = ""
+    # Source `path`: where the user's folder or file is; not in the key (the fingerprint says what it holds).
+    location: str = ""
+    not_in_key = frozenset({"location"})
+
+
+def source_of(dataset: str, default: str) -> str:
+    """The source of a dataset's corpus: its kind decides, except for catalog datasets (`default`)."""
+    kind = get_dataset(dataset).kind
+    if dataset == "sample":
+        return "builtin"
+    return {"irds": "irds", "path": "path"}.get(kind, default)
 
 
 def run(inputs: dict, params: Params, out, ctx) -> None:
-    dataset = get_dataset(params.dataset)
     if params.source == "builtin":
         from harness.data import sample
 
         folder = beir.BeirFolder(out.scratch / "sample")
         sample.build(folder.path)
+    elif params.source == "irds":
+        from harness.data import irds
+
+        with ctx.bar(None, "corpus (ir_datasets)") as bar:
+            out.summary.update(irds.write(params.dataset, out.path, progress=bar))
+        return
+    elif params.source == "path":
+        from harness.data import local
+
+        where = Path(params.location or get_dataset(params.dataset).location)
+        if where.is_dir() and beir.BeirFolder(where).splits():
+            out.summary.update(normalize(beir.BeirFolder(where), out.path, local.iter_docs(local.corpus_file(where))))
+        else:
+            out.summary.update(local.write(where, out.path))
+        return
     elif params.source == "hub":
         from harness.fetch import download_beir
 
-        folder = beir.BeirFolder(download_beir(dataset.name, ctx.store, out.scratch / "hub"))
+        folder = beir.BeirFolder(download_beir(get_dataset(params.dataset).name, ctx.store, out.scratch / "hub"))
     else:
-        found = beir.locate(dataset.name, ctx.data_dir)
+        found = beir.locate(get_dataset(params.dataset).name, ctx.data_dir, ctx.store.root)
         if found is None:
-            raise missing_folder(dataset.name, ctx.data_dir)
+            raise missing_folder(params.dataset, ctx.data_dir, ctx.store.root)
         folder = found
     out.summary.update(normalize(folder, out.path))
 
 
-def normalize(folder: beir.BeirFolder, dest: Path) -> dict:
-    """Copy a BEIR folder into `dest` in canonical form, validating every line; returns counts."""
+def normalize(folder: beir.BeirFolder, dest: Path, documents: Iterable[beir.Doc] | None = None) -> dict:
+    """Copy a BEIR folder into `dest` in canonical form, validating every line; returns counts.
+
+    `documents`: the corpus as read by another reader (the user's own corpus is held to string ids).
+    """
     doc_ids: set[str] = set()
 
     def docs():
-        for doc in beir.iter_corpus(folder.corpus):
+        for doc in beir.iter_corpus(folder.corpus) if documents is None else documents:
             doc_ids.add(doc.id)
             yield {"_id": doc.id, "title": doc.title, "text": doc.text}
 
@@ -75,11 +109,9 @@ def normalize(folder: beir.BeirFolder, dest: Path) -> dict:
     return {"documents": n_docs, "queries": len(queries), "splits": splits}
 
 
-def missing_folder(name: str, data_dir: Path | None) -> HarnessError:
+def missing_folder(name: str, data_dir: Path | None, home: Path | None = None) -> HarnessError:
     dataset = get_dataset(name)
-    where = f"--data-dir {data_dir}" if data_dir else (
-        "HARNESS_BEIR_DIR (unset)" if not beir.data_dirs() else f"HARNESS_BEIR_DIR={':'.join(map(str, beir.data_dirs()))}"
-    )
+    where = f"--data-dir {data_dir}" if data_dir else ", ".join(map(str, beir.data_dirs(None, home)))
     return HarnessError(
         f"No folder for dataset {name!r} in {where}: {dataset.download_hint()}; the folder must hold "
         f"corpus.jsonl, queries.jsonl and qrels/{dataset.split}.tsv."
@@ -96,9 +128,18 @@ def fingerprint(name: str, source: str, data_dir: Path | None, store) -> str:
         from harness.fetch import beir_revision
 
         return beir_revision(name, store)
-    found = beir.locate(name, data_dir)
+    if source == "irds":
+        from harness.data import irds
+
+        return irds.fingerprint(name)
+    if source == "path":
+        from harness.data import local
+
+        files = local.fingerprint_files(Path(get_dataset(name).location))
+        return _hash_files(files, store.root / "fingerprints.json")
+    found = beir.locate(name, data_dir, store.root)
     if found is None:
-        raise missing_folder(name, data_dir)
+        raise missing_folder(name, data_dir, store.root)
     files = [found.corpus, found.queries, *sorted((found.path / "qrels").glob("*.tsv*"))]
     return _hash_files(files, store.root / "fingerprints.json")
 

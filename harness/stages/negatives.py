@@ -147,7 +147,8 @@ def read_published_triples(path: Path) -> Iterator[dict]:
                    "positive": positive, "negative": negative}
 
 
-STAGE = Stage(name="negatives", version=1, kind="triples", params=Params, run=run,
+# v2: bm25s ranks the documents tied with the depth-th one by id (before: as numpy's argpartition left them).
+STAGE = Stage(name="negatives", version=2, kind="triples", params=Params, run=run,
               inputs={"corpus": "corpus", "queries": ("filter", "generate"), "index": "index"},
               own_inputs={"index": ("retriever", "fields")}, published_kinds=("triples",), publish_kind="triples",
               units=lambda params, documents, queries: 10_000)  # the filter's default top_k queries

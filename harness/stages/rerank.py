@@ -167,6 +167,6 @@ class RerankWork(ShardedWork):
 
 STAGE = Stage(name="rerank", version=1, kind="run", params=Params, run=run, resumable=True,
               inputs={"corpus": "corpus", "run": "retrieve", "model": "train"}, optional=("model",),
-              missing="stage `rerank` needs a `retrieve` stage (the run to rerank).", publish_kind="run",
+              missing="stage `rerank` needs a `retrieve` stage (the run to rerank).", publish_kind="run", judged=True,
               units=lambda params, documents, queries: queries * params.get("depth", 1000),
               per_gpu_hour=400_000)  # pairs/h, an estimate: monoT5-3B

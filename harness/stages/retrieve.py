@@ -53,6 +53,7 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     out.summary.update({"queries": len(queries), "hits": sum(map(len, hits.values())), "remove_query": remove})
 
 
-STAGE = Stage(name="retrieve", version=1, kind="run", params=Params, run=run,
+# v2: bm25s ranks the documents tied with the k-th one by id (before: as numpy's argpartition left them).
+STAGE = Stage(name="retrieve", version=2, kind="run", params=Params, run=run,
               inputs={"corpus": "corpus", "index": "index"}, own_inputs={"index": ("retriever", "fields")},
-              published_kinds=("run",), publish_kind="run")
+              published_kinds=("run",), publish_kind="run", judged=True)
