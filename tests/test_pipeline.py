@@ -280,3 +280,16 @@ def test_a_new_stage_is_one_declaration(store, tmp_path, monkeypatch):
     assert steps["filter"].inputs["queries"] is steps["dedupe"]
     assert steps["dedupe"].inputs["queries"] is steps["generate"]
     assert steps["negatives"].key != before["negatives"] and steps["retrieve"].key == before["retrieve"]
+
+
+def test_the_plan_of_a_corpus_without_judgments_ends_with_training(store, tmp_path):
+    """Its pipeline's sink is `train` (no evaluate): the plan and fetch mode's gap check walk from it."""
+    from harness import plan
+
+    name = own_corpus(tmp_path)
+    r = recipe_files.load("inpars-v2")
+    text = plan.plan(r, [name], store, mode="fetch")
+    assert "train:regenerate" in text and "evaluate" not in text
+    runner = Runner(r, store, mode="fetch", echo=lambda _: None, progress=False)
+    assert list(runner.needed(runner.steps(name))) == ["corpus", "generate", "filter", "negatives", "train"]
+    assert runner.gaps([name]) == []  # nothing is published for a user's corpus
