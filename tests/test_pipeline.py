@@ -119,12 +119,13 @@ EDGE_CASES = {
 }
 
 
-def own_corpus(tmp_path) -> str:
-    """A corpus of the user's without judgments (a file given by path), by the name the catalog gives it."""
+def own_corpus(tmp_path, name: str) -> str:
+    """A corpus of the user's without judgments (a file given by path), by the name the catalog gives it (one
+    name per test: the catalog remembers, for the process, which file a name stands for)."""
     from harness.data.catalog import expand
 
-    (tmp_path / "mine.tsv").write_text("d1\tfirst text\nd2\tsecond text\n")
-    return expand([str(tmp_path / "mine.tsv")])[0]
+    (tmp_path / f"{name}.tsv").write_text("d1\tfirst text\nd2\tsecond text\n")
+    return expand([str(tmp_path / f"{name}.tsv")])[0]
 
 
 def runners(store, tmp_path):
@@ -144,7 +145,7 @@ def runners(store, tmp_path):
 
 def test_derived_pipeline_matches_the_hand_wiring(store, tmp_path):
     compared = errors = 0
-    datasets = [*DATASETS, own_corpus(tmp_path)]
+    datasets = [*DATASETS, own_corpus(tmp_path, "mine")]
     for name, runner in runners(store, tmp_path):
         for dataset in datasets:
             expected = pipeline(hand_wired_steps, runner, dataset)
@@ -286,7 +287,7 @@ def test_the_plan_of_a_corpus_without_judgments_ends_with_training(store, tmp_pa
     """Its pipeline's sink is `train` (no evaluate): the plan and fetch mode's gap check walk from it."""
     from harness import plan
 
-    name = own_corpus(tmp_path)
+    name = own_corpus(tmp_path, "unjudged")
     r = recipe_files.load("inpars-v2")
     text = plan.plan(r, [name], store, mode="fetch")
     assert "train:regenerate" in text and "evaluate" not in text
