@@ -5,7 +5,8 @@ with `encode_pairs` and the `rerank` and `filter` stages score with `Reranker.sc
 scoring always see the same text, the same truncation and the same relevance tokens.
 
 - monoT5: `Query: {q} Document: {d} Relevant:`, P(true) = softmax over the logits of `▁true`/`▁false` at the
-  first decoder step: one encoder pass and one decoder step, never `generate`.
+  first decoder step: transformers' own T5 forward with one decoder start token (one encoder pass and one
+  decoder step), never `generate`.
 - FLAN-T5: `Is the following passage relevant to the query?\\nQuery: {q}\\nPassage: {d}`, P(yes) over yes/no.
 - cross-encoder (BERT, MiniLM, DeBERTa...): `[CLS] q [SEP] d [SEP]`, one logit.
 
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.models import bias_attention
 
 KINDS = ("monot5", "flan-t5", "cross-encoder")
 TEMPLATES = {
@@ -208,13 +208,15 @@ class Reranker:
         """Scores of pre-encoded pairs, batched by length; the result follows the input order."""
         import torch
 
+        if not encoded:
+            return []
+        batches = length_batches([len(e) for e in encoded], self.batch_size)
+        with torch.inference_mode():  # the scores stay on the device until the end: one transfer, not one per batch
+            values = torch.cat([self.score_batch(collate([encoded[i] for i in batch], self.pad_id, self.device))
+                                for batch in batches]).tolist()
         scores = [0.0] * len(encoded)
-        with torch.inference_mode():
-            for batch in length_batches([len(e) for e in encoded], self.batch_size):
-                values = self.score_batch(collate([encoded[i] for i in batch], self.pad_id, self.device))
-                for i, value in zip(batch, values.tolist()):
-                    scores[i] = value
-        bias_attention.forget()
+        for i, value in zip((i for batch in batches for i in batch), values):
+            scores[i] = value
         return scores
 
     def score_batch(self, inputs: dict):
@@ -246,5 +248,4 @@ def load_reranker(
         model = load_cross_encoder_model(model_path, dtype, device=device)
     else:
         model = load_model("seq2seq", model_path, device=device, dtype=dtype)
-        bias_attention.use(model)  # T5's position bias merged with the padding mask once per batch, same scores
     return Reranker(model, tokenizer, kind, device=device, batch_size=batch_size, max_length=max_length)
