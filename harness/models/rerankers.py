@@ -127,13 +127,23 @@ def collate(batch: Sequence[Encoded], pad_id: int, device="cpu") -> dict:
     for row, e in enumerate(batch):
         ids[row, : len(e)] = torch.tensor(e.input_ids)
         mask[row, : len(e)] = 1
-    out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    out = {"input_ids": _to_device(ids, device), "attention_mask": _to_device(mask, device)}
     if batch[0].token_type_ids is not None:
         types = torch.zeros((len(batch), width), dtype=torch.long)
         for row, e in enumerate(batch):
             types[row, : len(e)] = torch.tensor(e.token_type_ids)
-        out["token_type_ids"] = types.to(device)
+        out["token_type_ids"] = _to_device(types, device)
     return out
+
+
+def _to_device(tensor, device):
+    """`tensor` on `device`; to a GPU through pinned memory without waiting, so the host prepares the next batch
+    while the GPU still computes this one (a copy from pageable memory would wait for the queued work)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
