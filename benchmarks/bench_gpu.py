@@ -1,6 +1,6 @@
 """GPU benchmark: monoT5-3B reranking, GPT-J-6B generation and monoT5-3B training against the authors' loops.
 
-One command, about 5-8 minutes on one H200 (random weights of the real shapes, built from configs: nothing is
+One command, about 3-7 minutes on one H200 (estimated, not yet run there) (random weights of the real shapes, built from configs: nothing is
 downloaded), writing `benchmarks/results/gpu.json` after each part:
 
     python benchmarks/bench_gpu.py [--out benchmarks/results/gpu.json] [--tiny]
@@ -22,7 +22,8 @@ downloaded), writing `benchmarks/results/gpu.json` after each part:
   checkpointing recompute); `peak_gib` is torch's peak allocated GPU memory.
 - beir_gpu_hours: a whole InPars-v2 run over the 18 BEIR datasets from the measured rates (generation and filtering
   of min(corpus, 100k) documents per dataset, the recipe's training per reranker, BM25's top 1,000 reranked for
-  every test query), beside the authors' "more than 2,000 GPU hours" (InPars-v2 paper, section 3).
+  every test query), beside the authors' "more than 2,000 GPU hours" for InPars-v2 over BEIR (as issue 18 and
+  docs/scaling.md quote them).
 
 `--tiny` runs everything on the CPU at tiny shapes in seconds: a check that the script works, not a measurement.
 """

@@ -34,10 +34,10 @@ export PYTHONUNBUFFERED=1 HARNESS_HOME=/tmp/harness-home TOKENIZERS_PARALLELISM=
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 python3 -m pip list 2>/dev/null | grep -iE "^(torch|transformers|accelerate|pydantic|bm25s) " >>"$OUT/nvidia-smi.txt"
 
-# The benchmark first (what the issue measures), under a limit that leaves the tests their minute.
-timeout 450 python3 benchmarks/bench_gpu.py --out "$OUT/gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"
+# The benchmark first (what the issue measures), under a limit that leaves the tests their time (600 s in all).
+timeout 420 python3 benchmarks/bench_gpu.py --out "$OUT/gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"
 bench=${PIPESTATUS[0]}
-timeout 120 python3 -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_gpu.log"
+timeout 150 python3 -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_gpu.log"
 tests=${PIPESTATUS[0]}
 echo "bench_gpu.py exit $bench, test_gpu.py exit $tests"
 exit $(( bench != 0 || tests != 0 ))
