@@ -7,8 +7,9 @@ seeded permutation per epoch, each optimizer step sees `batch_size` examples thr
 (so accumulation does not change its meaning). Every `checkpoint_every` steps what an exact resume needs (the
 weights in their training dtype, optimizer and scheduler state, random states, step and log) goes to one file,
 `checkpoint/state.pt` in the artifact folder, written beside it and then renamed over it, so one checkpoint
-exists at a time; a restarted run continues from there and, on CPU, ends with byte-identical weights. The loss
-stays on the device until the step ends (one transfer per optimizer step). Inputs come from
+exists at a time (while the new one is written the disk holds both: for monoT5-3B about 2 x 12 GB with Adafactor,
+2 x 34 GB with AdamW's two moments); a restarted run continues from there and, on CPU, ends with byte-identical
+weights. The loss stays on the device until the step ends (one transfer per optimizer step). Inputs come from
 `harness.models.rerankers.encode_pairs`: the same templates and truncation as scoring.
 
 monoT5 / FLAN-T5: sequence-to-sequence, targets `true`/`false` (`yes`/`no`) with end-of-sequence, token
