@@ -110,7 +110,7 @@ def authors_loop(model, tokenizer, prompts, batch_size=AUTHORS_BATCH):
     with torch.no_grad():
         for i in range(0, len(prompts), batch_size):
             tokens = tokenizer(prompts[i : i + batch_size], padding=True, truncation=True, max_length=MAX_LENGTH,
-                               return_tensors="pt")
+                               return_tensors="pt").to(model.device)  # as their script: inputs on the model's device
             out = model.generate(**tokens, max_new_tokens=1, do_sample=False, output_scores=True,
                                  return_dict_in_generate=True)
             logits = out.scores[0][:, [false_id, true_id]]

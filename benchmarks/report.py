@@ -30,6 +30,7 @@ COMMANDS = {
     "scaling": f"{PY} benchmarks/bench_scaling.py {FLAGS} --benchmark-json=benchmarks/results/pytest-scaling.json"
                "   # HARNESS_BENCH_LARGE=1 adds 1M documents",
     "overheads": f"{PY} benchmarks/bench_overheads.py {FLAGS} --benchmark-json=benchmarks/results/pytest-overheads.json",
+    "gpu": "bash benchmarks/gpu_run.sh   # on the H200: python benchmarks/bench_gpu.py --out benchmarks/results/gpu.json",
     "report": "python benchmarks/report.py",
 }
 
@@ -149,6 +150,25 @@ def t5_pair_flops(n_tokens: int, d=1024, d_ff=16384, inner=4096, layers=24, voca
     return 2.0 * (enc + dec + d * vocab)
 
 
+def gpt_j_estimate() -> dict:
+    """The H100 estimate for GPT-J-6B generation with vLLM (InPars prompts): batch, step time, rates."""
+    peak = H100["bf16_tflops"] * 1e12
+    bw = H100["hbm_tb_s"] * 1e12
+    params, layers, d = 6.05e9, 28, 4096
+    kv_per_token = 2 * layers * d * 2  # K and V, bf16
+    prefix, doc, new = 300, 300, 30  # shared few-shot prefix, document part, generated tokens (InPars-v2 averages)
+    flops_token = 2 * params
+    kv_budget = H100["memory_gb"] * 1e9 * 0.9 - params * 2 - 4e9  # vLLM gpu_memory_utilization=0.9, ~4 GB activations
+    batch = min(256, int(kv_budget / (kv_per_token * (doc + new))))  # prefix blocks shared (prefix caching)
+    step_bytes = params * 2 + batch * (prefix + doc + new / 2) * kv_per_token
+    step_s = max(step_bytes / (bw * BW_EFF), batch * flops_token / (peak * MFU))
+    prefill_s = doc * (flops_token + 4 * layers * d * (prefix + doc / 2)) / (peak * MFU)  # per prompt, prefix cached
+    prompts_s = 1 / (prefill_s + new * step_s / batch)
+    return {"params": params, "layers": layers, "d": d, "kv_per_token": kv_per_token, "prefix": prefix, "doc": doc,
+            "new": new, "batch": batch, "step_s": step_s, "decode_tok_s": batch / step_s, "prefill_s": prefill_s,
+            "prompts_s": prompts_s}
+
+
 def gpu_notes() -> str:
     peak = H100["bf16_tflops"] * 1e12
     bw = H100["hbm_tb_s"] * 1e12
@@ -159,18 +179,10 @@ def gpu_notes() -> str:
     weights_3b = 2.85e9 * 2
     batch_compute = 32 * t5_pair_flops(512) / (peak * MFU)
     # GPT-J-6B with vLLM, InPars prompts.
-    params, layers, d = 6.05e9, 28, 4096
-    kv_per_token = 2 * layers * d * 2  # K and V, bf16
-    prefix, doc, new = 300, 300, 30  # shared few-shot prefix, document part, generated tokens (InPars-v2 averages)
-    flops_token = 2 * params
-    kv_budget = H100["memory_gb"] * 1e9 * 0.9 - params * 2 - 4e9  # vLLM gpu_memory_utilization=0.9, ~4 GB activations
-    batch = min(256, int(kv_budget / (kv_per_token * (doc + new))))  # prefix blocks shared (prefix caching)
-    step_bytes = params * 2 + batch * (prefix + doc + new / 2) * kv_per_token
-    step_s = max(step_bytes / (bw * BW_EFF), batch * flops_token / (peak * MFU))
-    decode_tok_s = batch / step_s
-    prefill_s = doc * (flops_token + 4 * layers * d * (prefix + doc / 2)) / (peak * MFU)  # per prompt, prefix cached
-    per_prompt_s = prefill_s + new * step_s / batch
-    prompts_s = 1 / per_prompt_s
+    g = gpt_j_estimate()
+    params, kv_per_token = g["params"], g["kv_per_token"]
+    prefix, doc, new, batch, step_s = g["prefix"], g["doc"], g["new"], g["batch"], g["step_s"]
+    decode_tok_s, prefill_s, prompts_s = g["decode_tok_s"], g["prefill_s"], g["prompts_s"]
     return f"""## GPU notes (item 6): what an H100 should reach
 
 Estimated from FLOPs and memory bandwidth, to compare with the first GPU run. Assumptions: one H100 SXM5 80 GB,
@@ -233,6 +245,64 @@ vllm bench throughput --model EleutherAI/gpt-j-6b --dtype bfloat16 --input-len {
 """
 
 
+GPU_PENDING = "not yet measured on an H200"
+
+
+def section_gpu(results: dict) -> str:
+    """The H200 run (`benchmarks/results/gpu.json`) beside the estimate above and issue 18's targets."""
+    data = results.get("gpu") or {}
+    rerank, generate, train = (data.get(k) or {} for k in ("rerank", "generate", "train"))
+    hours = data.get("beir_gpu_hours") or {}
+
+    def got(part: dict, key: str, unit: str = "", scale: float = 1.0) -> str:
+        value = part.get(key)
+        return GPU_PENDING if value is None else f"{fmt(value * scale)}{unit}"
+
+    g = gpt_j_estimate()
+    low, high = (H100["bf16_tflops"] * 1e12 * MFU / t5_pair_flops(n) for n in (400, 250))
+    rows = [
+        ["rerank: monoT5-3B bf16 pairs/s", f"~{low:,.0f}-{high:,.0f} (H100, 250-400 tokens, {MFU:.0%} MFU)",
+         got(rerank, "pairs_per_s"), ""],
+        ["rerank: the authors' loop (fp16, batch 16, generate), pairs/s", "-", got(rerank, "authors_pairs_per_s"), ""],
+        ["rerank: speed-up over the authors' loop", "-", got(rerank, "speedup", "x"), ">= 3x"],
+        ["rerank: MFU (useful FLOPs / dense bf16 peak)", f"{MFU:.0%} (assumed)", got(rerank, "mfu", "%", 100),
+         ">= 40%"],
+        ["rerank: max abs score difference to the authors' loop", "-", got(rerank, "max_abs_score_diff"), "reported"],
+        ["generate: GPT-J-6B bf16 generated tokens/s", f"~{g['prompts_s'] * g['new']:,.0f} (H100, vLLM, prefix cache)",
+         got(generate, "tokens_per_s"), ""],
+        ["generate: the authors' loop (fp16, batch 1), tokens/s", "-", got(generate, "authors_tokens_per_s"), ""],
+        ["generate: speed-up over the authors' loop", "-", got(generate, "speedup", "x"), ">= 3x"],
+        ["generate: greedy outputs that agree", "-", got(generate, "greedy_agreement", "%", 100), "reported"],
+        ["train: monoT5-3B samples/s (bf16, checkpointing, Adafactor)", "-", got(train, "samples_per_s"), ""],
+        ["train: MFU (3x forward FLOPs / peak)", "-", got(train, "mfu", "%", 100), ">= 30%"],
+        ["train: peak GPU memory, GiB", "-", got(train, "peak_gib"), ""],
+        ["BEIR, whole InPars-v2 run: GPU hours", "-", got(hours, "total"), "<= 400 (a fifth of 2,000)"],
+    ]
+    out = ["## GPU: the H200 run (issue 18)\n",
+           ("`bash benchmarks/gpu_run.sh` on the H200 (through the device tool, wheels carried in `.whl/`: see the "
+            "script's header), or `python benchmarks/bench_gpu.py [--out benchmarks/results/gpu.json] [--tiny]`\n"),
+           ("Random weights of the real shapes built from configs (T5-3B for monoT5-3B, GPT-J-6B), nothing downloaded. "
+           "Reranking: a few thousand pairs of 50-512 tokens, the harness (bf16, length-sorted batches of 64, one "
+           "encoder pass and one decoder step) against the authors' `inpars/rerank.py` loop (fp16, batches of 16 in "
+           "run order, `generate(max_new_tokens=1)`). Generation: 64 prompts of 400-600 tokens sharing a few-shot "
+           "prefix, 64 new tokens, greedy, the harness (bf16) against the authors' `inpars/inpars.py` default (fp16, "
+           "batch 1); agreement = the harness's output is a prefix of theirs. Training: the `train` stage's step on "
+           "batches of 128 (micro-batches of 8, as the inpars-v2 recipe), bf16 autocast over float32 weights, "
+           "gradient checkpointing, Adafactor. MFU against 989 TFLOP/s, NVIDIA's dense bf16 figure for the H100 and "
+           "H200 SXM (1,979 with sparsity). The estimate column is the FLOPs-and-bandwidth estimate of the next "
+           "section (an H100 with vLLM).\n"),
+           md_table(["quantity", "earlier estimate", "measured" + (f" ({data['device']})" if data.get("device") else ""),
+                     "target"], rows) + "\n"]
+    if hours:
+        out.append(md_table(["BEIR stage", "GPU hours (measured rates)"],
+                            [[k, hours[k]] for k in ("generate", "filter", "train", "rerank", "total",
+                                                     "authors_loops_total", "authors_reported") if k in hours])
+                   + "\n")
+    if data.get("versions"):
+        out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(data["versions"].items())) + "\n")
+    return "\n".join(out)
+
+
 # --- sections -----------------------------------------------------------------------------------------------
 def section_targets(results: dict) -> str:
     rows = []
@@ -254,6 +324,13 @@ CEILING_NOTE = (
     "within minutes (once 91): a burst measured minutes away from the run is not what the run could get, and the "
     "share moves with it while the run's own rate moves less (generation on 2026-11-24, 17.7-21.3 s per run, "
     "83-97 GFLOP/s: 58-64% of ceilings of 137-139, 50-56% of 151-177).")
+RERANK_NOTE = CEILING_NOTE + (
+    " Deleting `harness/models/bias_attention.py` (issue 19: it set transformers' private attention setting; reranking "
+    "now runs transformers' own T5 `sdpa` forward, the same scores bit for bit): on 2026-12-04, in one process at "
+    "commit c624c93, monoT5-small shape, 96 pairs of 477 tokens on average, batch 16, three interleaved runs each "
+    "under heavy load from the machine's other users, the median run took 116.7 s with it and 117.6 s without it "
+    "(0.82 and 0.82 pairs/s; the runs spread over 90-148 s): no difference that this machine can show (its "
+    "docstring claimed about 7% on monoT5-base).")
 GENERATE_NOTE = CEILING_NOTE + (
     " The authors' loops run in the same process on their own copy of the model, as transformers loads it (the "
     "harness stores GPT-2's weights [out, in]). These numbers were recorded while the harness set glibc's malloc "
@@ -386,11 +463,12 @@ def build(extra: list[str]) -> str:
         f"Machine(s): {'; '.join(machines) or 'unknown'}. Recorded {dates[0] if dates else '?'} .. "
         f"{dates[-1] if dates else '?'}.\n",
         section_targets(results),
-        section_generic("Reranking (item 1)", "rerank", results, pytest_rows, "bench_rerank", CEILING_NOTE),
+        section_generic("Reranking (item 1)", "rerank", results, pytest_rows, "bench_rerank", RERANK_NOTE),
         section_generic("Generation (item 2)", "generate", results, pytest_rows, "bench_generate", GENERATE_NOTE),
         section_bm25(results),
         section_scaling(results, plots),
         section_overheads(results),
+        section_gpu(results),
         gpu_notes(),
         "## How to reproduce everything\n",
         "```bash\n" + "\n".join(COMMANDS.values()) + "\n```\n",

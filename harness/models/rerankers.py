@@ -5,7 +5,8 @@ with `encode_pairs` and the `rerank` and `filter` stages score with `Reranker.sc
 scoring always see the same text, the same truncation and the same relevance tokens.
 
 - monoT5: `Query: {q} Document: {d} Relevant:`, P(true) = softmax over the logits of `▁true`/`▁false` at the
-  first decoder step: one encoder pass and one decoder step, never `generate`.
+  first decoder step: transformers' own T5 forward with one decoder start token (one encoder pass and one
+  decoder step), never `generate`.
 - FLAN-T5: `Is the following passage relevant to the query?\\nQuery: {q}\\nPassage: {d}`, P(yes) over yes/no.
 - cross-encoder (BERT, MiniLM, DeBERTa...): `[CLS] q [SEP] d [SEP]`, one logit.
 
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.models import bias_attention
 
 KINDS = ("monot5", "flan-t5", "cross-encoder")
 TEMPLATES = {
@@ -127,13 +127,23 @@ def collate(batch: Sequence[Encoded], pad_id: int, device="cpu") -> dict:
     for row, e in enumerate(batch):
         ids[row, : len(e)] = torch.tensor(e.input_ids)
         mask[row, : len(e)] = 1
-    out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    out = {"input_ids": _to_device(ids, device), "attention_mask": _to_device(mask, device)}
     if batch[0].token_type_ids is not None:
         types = torch.zeros((len(batch), width), dtype=torch.long)
         for row, e in enumerate(batch):
             types[row, : len(e)] = torch.tensor(e.token_type_ids)
-        out["token_type_ids"] = types.to(device)
+        out["token_type_ids"] = _to_device(types, device)
     return out
+
+
+def _to_device(tensor, device):
+    """`tensor` on `device`; to a GPU through pinned memory without waiting, so the host prepares the next batch
+    while the GPU still computes this one (a copy from pageable memory would wait for the queued work)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -208,13 +218,15 @@ class Reranker:
         """Scores of pre-encoded pairs, batched by length; the result follows the input order."""
         import torch
 
+        if not encoded:
+            return []
+        batches = length_batches([len(e) for e in encoded], self.batch_size)
+        with torch.inference_mode():  # the scores stay on the device until the end: one transfer, not one per batch
+            values = torch.cat([self.score_batch(collate([encoded[i] for i in batch], self.pad_id, self.device))
+                                for batch in batches]).tolist()
         scores = [0.0] * len(encoded)
-        with torch.inference_mode():
-            for batch in length_batches([len(e) for e in encoded], self.batch_size):
-                values = self.score_batch(collate([encoded[i] for i in batch], self.pad_id, self.device))
-                for i, value in zip(batch, values.tolist()):
-                    scores[i] = value
-        bias_attention.forget()
+        for i, value in zip((i for batch in batches for i in batch), values):
+            scores[i] = value
         return scores
 
     def score_batch(self, inputs: dict):
@@ -246,5 +258,4 @@ def load_reranker(
         model = load_cross_encoder_model(model_path, dtype, device=device)
     else:
         model = load_model("seq2seq", model_path, device=device, dtype=dtype)
-        bias_attention.use(model)  # T5's position bias merged with the padding mask once per batch, same scores
     return Reranker(model, tokenizer, kind, device=device, batch_size=batch_size, max_length=max_length)

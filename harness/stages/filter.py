@@ -104,6 +104,7 @@ def _rerank(rows: list[dict], docs: dict[str, str], params: Params, out, ctx) ->
 
     if not rows:
         return []
+    assert params.model is not None  # the parameters' validator asks for it with strategy `reranker`
     resolve(params.model, ctx.store.root, params.model_revision)  # a wrong model id fails here, not on a worker
     work = FilterWork(params, [r["query"] for r in rows], [docs[r["doc_id"]] for r in rows], out.scratch,
                       ctx.store.root, ctx.device)
@@ -145,6 +146,7 @@ class FilterWork(ShardedWork):
         from harness.models.rerankers import load_reranker
 
         p = self.params
+        assert p.model is not None  # the parameters' validator asks for it with strategy `reranker`
         self._reranker = load_reranker(resolve(p.model, self.store_root, p.model_revision), device=self.device,
                                        dtype=p.dtype, batch_size=p.batch_size, max_length=p.max_length)
 

@@ -4,9 +4,12 @@ A plain torch loop, so that every hyperparameter is the recipe's (never a librar
 run resumes exactly: each triple gives a relevant and a non-relevant example, examples are visited in a
 seeded permutation per epoch, each optimizer step sees `batch_size` examples through
 `batch_size / micro_batch_size` accumulated micro-batches, and the loss is normalised over the whole step
-(so accumulation does not change its meaning). Every `checkpoint_every` steps the model, optimizer,
-scheduler, random state and training log go to `checkpoint/` in the artifact folder; a restarted run
-continues from there and, on CPU, ends with byte-identical weights. Inputs come from
+(so accumulation does not change its meaning). Every `checkpoint_every` steps what an exact resume needs (the
+weights in their training dtype, optimizer and scheduler state, random states, step and log) goes to one file,
+`checkpoint/state.pt` in the artifact folder, written beside it and then renamed over it, so one checkpoint
+exists at a time (while the new one is written the disk holds both: for monoT5-3B about 2 x 12 GB with Adafactor,
+2 x 34 GB with AdamW's two moments); a restarted run continues from there and, on CPU, ends with byte-identical
+weights. The loss stays on the device until the step ends (one transfer per optimizer step). Inputs come from
 `harness.models.rerankers.encode_pairs`: the same templates and truncation as scoring.
 
 monoT5 / FLAN-T5: sequence-to-sequence, targets `true`/`false` (`yes`/`no`) with end-of-sequence, token
@@ -75,7 +78,8 @@ def _order(n: int, seed: int, epoch: int):
 def step_indices(step: int, n: int, batch_size: int, total: int, seed: int) -> list[int]:
     """The example indices of optimizer step `step` (0-based): a window over the concatenated epoch permutations."""
     start, end = step * batch_size, min((step + 1) * batch_size, total)
-    out, epoch, cache = [], None, None
+    out: list[int] = []
+    epoch, cache = -1, []
     for position in range(start, end):
         if position // n != epoch:
             epoch = position // n
@@ -97,13 +101,19 @@ def _load(params, ctx, device):
         model = load_cross_encoder_model(path, "float32", num_labels=1, device=device)
     else:
         model = load_model("seq2seq", path, device=device, dtype="float32")
+    return prepare_model(model, params), tokenizer
+
+
+def prepare_model(model, params):
+    """`model` (float32 master weights) in training mode, with gradient checkpointing if `params` ask for it."""
     model.train()
     if params.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, tokenizer
+    return model
 
 
-def _optimizer(model, params, total_steps):
+def make_optimizer(model, params, total_steps):
+    """The optimizer (`params.optimizer`) and the learning-rate schedule (warmup, then constant or linear)."""
     import torch
 
     # As transformers' Trainer: no weight decay on biases and normalisation weights.
@@ -154,14 +164,14 @@ def _step_loss(model, batch, labels, params, targets, pad_id, device, n_norm):
 
 
 def _save_checkpoint(folder, model, optimizer, scheduler, scaler, step, log):
+    """Write `folder/state.pt`: the new file is written beside the old one and renamed over it (no second copy
+    is kept), so a kill at any moment leaves one whole checkpoint."""
     import torch
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     state = {
         "step": step,
-        "model": model.state_dict(),
+        "model": model.state_dict(),  # the weights as trained (float32 master weights under autocast)
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": torch.get_rng_state(),
@@ -169,12 +179,20 @@ def _save_checkpoint(folder, model, optimizer, scheduler, scaler, step, log):
         "scaler": scaler.state_dict() if scaler is not None else None,
         "log": log,
     }
-    torch.save(state, tmp / "state.pt")
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    tmp = folder / "state.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / "state.pt")
+
+
+def restore_cuda_rng(states) -> int:
+    """Set each visible GPU's random state from a checkpoint's (saved on as many or more or fewer GPUs: the first
+    min(saved, visible) are restored); how many were set."""
+    import torch
+
+    n = min(len(states), torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    for device in range(n):
+        torch.cuda.set_rng_state(states[device], device)
+    return n
 
 
 def _load_checkpoint(folder, model, optimizer, scheduler, scaler):
@@ -185,18 +203,62 @@ def _load_checkpoint(folder, model, optimizer, scheduler, scaler):
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    restore_cuda_rng(state["cuda_rng"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     return state["step"], state["log"]
 
 
-def run(inputs: dict, params: Params, out, ctx) -> None:
+def precision(params, device):
+    """(autocast context, GradScaler or None) for `params.dtype` on `device`; master weights stay float32."""
     import contextlib
 
     import torch
 
+    scaler = torch.amp.GradScaler("cuda") if params.dtype == "float16" else None
+    autocast = (torch.autocast(device_type=str(device).split(":")[0], dtype=getattr(torch, params.dtype))
+                if params.dtype != "float32" else contextlib.nullcontext())
+    return autocast, scaler
+
+
+def optimizer_step(model, batch, encoded, labels, params, targets, pad_id, device, optimizer, scheduler,
+                   scaler=None, autocast=None) -> float:
+    """One optimizer step over the examples `batch` (indices into `encoded`/`labels`) in micro-batches; its loss.
+
+    The micro-batches' losses are summed on the device (in float64, as a Python float sum would be) and read
+    once, at the end of the step."""
+    import contextlib
+
+    import torch
+
+    autocast = autocast if autocast is not None else contextlib.nullcontext()
+    if targets is None:
+        norm = len(batch)
+    else:
+        norm = sum(len(targets[0] if labels[i] else targets[1]) for i in batch)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for start in range(0, len(batch), params.micro_batch_size):
+        micro = batch[start : start + params.micro_batch_size]
+        with autocast:
+            loss = _step_loss(model, [encoded[i] for i in micro], [labels[i] for i in micro], params,
+                              targets, pad_id, device, norm)
+        (scaler.scale(loss) if scaler else loss).backward()
+        total += loss.detach().double()
+    if params.max_grad_norm is not None:
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total.item()
+
+
+def run(inputs: dict, params: Params, out, ctx) -> None:
     from harness.models.rerankers import MARKER, target_ids
 
     if params.batch_size % params.micro_batch_size:
@@ -214,10 +276,8 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     n = len(encoded)
     total_examples = params.steps * params.batch_size if params.steps else n * params.epochs
     total_steps = math.ceil(total_examples / params.batch_size)
-    optimizer, scheduler = _optimizer(model, params, total_steps)
-    scaler = torch.amp.GradScaler("cuda") if params.dtype == "float16" else None
-    autocast = (torch.autocast(device_type=str(device).split(":")[0], dtype=getattr(torch, params.dtype))
-                if params.dtype != "float32" else contextlib.nullcontext())
+    optimizer, scheduler = make_optimizer(model, params, total_steps)
+    autocast, scaler = precision(params, device)
     targets = target_ids(tokenizer, params.kind) if params.kind != "cross-encoder" else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -231,30 +291,9 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
         bar.update(step)
         while step < total_steps:
             indices = step_indices(step, n, params.batch_size, total_examples, params.seed)
-            if targets is None:
-                norm = len(indices)
-            else:
-                norm = sum(len(targets[0] if labels[i] else targets[1]) for i in indices)
             lr = scheduler.get_last_lr()[0]
-            total = 0.0
-            for start in range(0, len(indices), params.micro_batch_size):
-                micro = indices[start : start + params.micro_batch_size]
-                with autocast:
-                    loss = _step_loss(model, [encoded[i] for i in micro], [labels[i] for i in micro], params,
-                                      targets, pad_id, device, norm)
-                (scaler.scale(loss) if scaler else loss).backward()
-                total += loss.item()
-            if params.max_grad_norm is not None:
-                if scaler:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            total = optimizer_step(model, indices, encoded, labels, params, targets, pad_id, device, optimizer,
+                                   scheduler, scaler, autocast)
             step += 1
             entry = {"step": step, "loss": total, "lr": lr}
             log.append(entry)
