@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
     from harness.data import beir, sample
     from harness.models.llm import TransformersLM
     from harness.models.tiny import materialize
-    from harness.stages.prompts import PromptBuilder
+    from harness.prompts import PromptBuilder
 
     torch.manual_seed(0)
     path = materialize("tiny:gpt2-small", tmp_path_factory.getbasetemp() / "models")
@@ -79,7 +79,7 @@ def bench_template(folder):
     text (the full prefix is ~610 tokens instead of ~300); dropping one example brings the shared prefix
     back to the real GPT-2 prefix length, so prefix and document shares are realistic.
     """
-    from harness.stages.prompts import load_template
+    from harness.prompts import load_template
 
     text = load_template("inpars").text
     start, end = text.index("Example 2:"), text.index("Example 3:")
