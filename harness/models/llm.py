@@ -246,7 +246,7 @@ class SeededSampler:
 
 
 def _config_eos(model) -> list[int]:
-    ids = []
+    ids: list[int] = []
     for cfg in (getattr(model, "generation_config", None), model.config):
         value = getattr(cfg, "eos_token_id", None) if cfg is not None else None
         ids += value if isinstance(value, list) else [value] if isinstance(value, int) else []

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -119,10 +119,11 @@ def load_backend(params: Params, store_root: Path, device: str):
 
     path = resolve(params.model, store_root, params.model_revision)
     # vLLM only: a model larger than one GPU is split over `tensor_parallel_size` GPUs by vLLM itself.
-    vllm = {"tensor_parallel_size": params.tensor_parallel_size} if params.tensor_parallel_size > 1 else {}
+    vllm: dict[str, Any] = {"tensor_parallel_size": params.tensor_parallel_size} if params.tensor_parallel_size > 1 else {}
     if params.distributed_executor_backend:
         vllm["distributed_executor_backend"] = params.distributed_executor_backend
-    return get_backend(params.backend).load(
+    backend: Any = get_backend(params.backend)  # each backend's `load` takes its own options
+    return backend.load(
         path, device=device, dtype=params.dtype, batch_size=params.batch_size, prefix_cache=params.prefix_cache,
         device_map=params.device_map, load_in_8bit=params.load_in_8bit, **vllm,
     )
