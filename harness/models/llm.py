@@ -14,6 +14,7 @@ not depend on the batch it ran in; it does depend on the device (CPU and CUDA ge
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,7 +129,8 @@ class TransformersLM(LLM):
         # Relative positions (T5): the encoder takes any length.
         self.context_length = None if self.seq2seq else (
             getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None))
-        self.supports_prefix_cache = not self.seq2seq
+        # A shared prefix puts each row's padding after it: the positions must come from the mask (`position_ids`).
+        self.supports_prefix_cache = not self.seq2seq and "position_ids" in inspect.signature(model.forward).parameters
         self._prefix: tuple[tuple[int, ...], Any] | None = None  # the last shared prefix and its cache
 
     @classmethod
@@ -189,7 +191,7 @@ class TransformersLM(LLM):
             mask = torch.cat([torch.ones((n, len(prefix)), dtype=torch.long), mask], dim=1)
             extra["past_key_values"] = self._prefix_cache(prefix, n)
         if decoding.do_sample:  # drawn by the processor; generate's greedy choice then takes the drawn token
-            extra["logits_processor"] = LogitsProcessorList([SeededSampler(decoding, seeds, self.device)])
+            extra["logits_processor"] = LogitsProcessorList([SeededSampler(decoding, seeds)])
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False, num_beams=1,
@@ -229,17 +231,19 @@ class SeededSampler:
     the returned scores keep only the drawn token, which greedy decoding then chooses.
     """
 
-    def __init__(self, decoding: Decoding, seeds: Sequence[int], device):
-        import torch
+    def __init__(self, decoding: Decoding, seeds: Sequence[int]):
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         self.warpers = LogitsProcessorList([TemperatureLogitsWarper(decoding.temperature)]
                                            + ([TopPLogitsWarper(decoding.top_p)] if decoding.top_p < 1.0 else []))
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.seeds = list(seeds)
+        self.generators: list[Any] | None = None
 
     def __call__(self, input_ids, scores):
         import torch
 
+        if self.generators is None:  # on the logits' device (the last GPU's under `device_map: auto`)
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
         probs = self.warpers(input_ids, scores.float()).softmax(-1)
         drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
         return torch.full_like(scores, -math.inf).scatter_(1, drawn[:, None], 0.0)
