@@ -259,7 +259,7 @@ GENERATE_NOTE = CEILING_NOTE + (
     "attention, `harness/models/prefix_attention.py`, and its GPT-2 weight re-layout); the authors' loops run in "
     "the same process on the same model, inputs on its device. The run below is the shortened form "
     "(`HARNESS_BENCH_DOCS=16 HARNESS_BENCH_ROUNDS=1`) on a machine loaded by other jobs (ceiling samples 66 and "
-    "139 GFLOP/s, the authors' batch-1 loop 9x slower than on 2026-11-24): its ratio to the authors' batch-1 "
+    "139 GFLOP/s, the authors' batch-1 loop 18x slower per prompt than on 2026-11-24): its ratio to the authors' batch-1 "
     "loop is inflated by that load; against their batch-8 loop, run just before it, the harness is 1.79x (it was "
     "3.20x with the prefix attention: 79.5 against 24.9 tokens/s, 5.06x the batch-1 loop, 52.7% of the ceiling, "
     "full form on 2026-11-24). What the deletion costs, measured directly: the old and the new harness path "
