@@ -1,6 +1,7 @@
 """Prompts for query generation: the InPars and Promptagator templates, a user's own file, few-shot examples.
 
-Templates are this package's data files (`harness/prompts/*.txt`, `*.yaml`), copied verbatim from the papers and the InPars toolkit.
+Templates are this package's data files (`harness/prompts/*.txt`, `*.yaml`), copied verbatim from the papers
+and the InPars toolkit.
 A template has two slots, `{document}` and `{query}`. A *static* template holds its examples in its text
 (`inpars`, `inpars-gbq`, a user's `.txt` file); a *dynamic* one (Promptagator) is written once per
 few-shot example and once more for the target document with the query left empty.

@@ -119,7 +119,9 @@ def load_backend(params: Params, store_root: Path, device: str):
 
     path = resolve(params.model, store_root, params.model_revision)
     # vLLM only: a model larger than one GPU is split over `tensor_parallel_size` GPUs by vLLM itself.
-    vllm: dict[str, Any] = {"tensor_parallel_size": params.tensor_parallel_size} if params.tensor_parallel_size > 1 else {}
+    vllm: dict[str, Any] = {}
+    if params.tensor_parallel_size > 1:
+        vllm["tensor_parallel_size"] = params.tensor_parallel_size
     if params.distributed_executor_backend:
         vllm["distributed_executor_backend"] = params.distributed_executor_backend
     backend: Any = get_backend(params.backend)  # each backend's `load` takes its own options
