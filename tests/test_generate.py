@@ -210,3 +210,15 @@ def test_examples_source_is_train_split_or_a_registry_reference():
         generate.Params(examples_source="published")
 
 
+
+
+def test_the_runner_keys_a_sampling_recipe_by_the_device_type(store):
+    from harness import recipes
+    from harness.runner import Runner
+
+    def key(device):
+        runner = Runner(recipes.load("smoke"), store, device=device, echo=lambda s: None, progress=False)
+        return runner.steps("sample")["generate"].key
+
+    assert recipes.load("smoke").stage_params("generate", "sample")["do_sample"] is True
+    assert key("cuda:0") == key("cuda:1") != key("cpu")
