@@ -45,7 +45,7 @@ MAX_SLOPE = 1.15
 SAMPLE_EVERY = 20
 
 CURVES = {  # name: (axis, sizes, where the code lives)
-    "generate-prep": ("documents", DOC_SIZES, "harness/stages/generate.py sample_documents + harness/stages/prompts.py PromptBuilder.build"),
+    "generate-prep": ("documents", DOC_SIZES, "harness/stages/generate.py sample_documents + harness/prompts PromptBuilder.build"),
     "negatives-prep": ("documents", DOC_SIZES, "harness/stages/negatives.py run (BM25 stubbed)"),
     "rerank-prep": ("documents", DOC_SIZES, "harness/stages/rerank.py run (model stubbed)"),
     "evaluate": ("queries", QUERY_SIZES, "harness/evaluate.py evaluate"),
@@ -94,7 +94,7 @@ def step_generate_prep(size: int, work: Path) -> float:
     from harness.models.loading import load_tokenizer
     from harness.models.tiny import materialize
     from harness.stages.generate import sample_documents
-    from harness.stages.prompts import PromptBuilder, load_template
+    from harness.prompts import PromptBuilder, load_template
 
     folder = prepared(size)
     tokenizer = load_tokenizer(materialize("tiny:gpt2", CACHE / "models"))

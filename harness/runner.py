@@ -131,7 +131,7 @@ class Runner:
             values["seed"] = self.seed  # every stage parameter named `seed` takes the run's seed
         # Planning only: refs already locked are pinned; the others are pinned when the step is built.
         values = pin_registry_refs(values, self.store.root, offline_ok=True)
-        return parse_params(stage, values, f"{self.recipe.source}: stages.{stage} for {dataset}")
+        return parse_params(stage, values, f"{self.recipe.source}: stages.{stage} for {dataset}").on_device(self.device)
 
     def steps(self, dataset: str, missing_data_ok: bool = False) -> dict[str, Step]:
         """The pipeline of one scored dataset (a CQADupStack forum counts as one), sink last.
@@ -519,6 +519,6 @@ def available_locally(dataset: str, data_dir: Path | None, source: str) -> str |
 
 def _shows_dataset_examples(generate: Step) -> bool:
     """Whether the prompt shows the dataset's own queries as examples (Promptagator's templates do)."""
-    from harness.stages.prompts import load_template
+    from harness.prompts import load_template
 
     return load_template(generate.params.prompt).dynamic

@@ -106,11 +106,40 @@ def test_prompts_that_cannot_fit_are_skipped_and_counted(store, gpt2):
     tokenizer = load_tokenizer(Path(gpt2))
     lengths = sorted(len(tokenizer(r["prompt"])["input_ids"]) for r in full)
     budget = lengths[3] + 6  # prompt + max_new_tokens must fit: the four shortest do
-    artifact = build(store, corpus, gpt2, max_prompt_tokens=budget, n_docs=8)
+    artifact = build(store, corpus, gpt2, max_prompt_tokens=budget, n_docs=8, max_skipped_share=1.0)
     summary = artifact.summary
     assert (summary["generated"], summary["skipped_prompt_too_long"]) == (4, 4)
     assert [r["doc_id"] for r in rows_of(artifact)] == [
         r["doc_id"] for r in full if len(tokenizer(r["prompt"])["input_ids"]) + 6 <= budget]
+    with pytest.raises(HarnessError, match="max_skipped_share=0.01"):  # the default: a shard may lose 1%
+        build(store, corpus, gpt2, max_prompt_tokens=budget, n_docs=8, shard_size=8)  # not built yet: a new key
+
+
+def test_promptagator_examples_are_cut_so_that_every_prompt_fits(store, gpt2):
+    """Promptagator's 8 examples of up to 256 tokens and the target overflow GPT-J's 2,048 tokens: cut, they fit."""
+    from pathlib import Path
+
+    from harness.models.loading import load_tokenizer
+
+    corpus = corpus_artifact(store)
+    values = {"prompt": "promptagator-scifact", "n_examples": 4, "n_docs": 8, "max_doc_tokens": 64,
+              "example_tokens": 100, "max_new_tokens": 6}
+    roomy = build(store, corpus, gpt2, **values, max_prompt_tokens=1024)  # the tiny GPT-2's context
+    assert roomy.summary["example_doc_tokens"] == 100
+    tokenizer = load_tokenizer(Path(gpt2))
+    budget = max(len(tokenizer(r["prompt"])["input_ids"]) for r in rows_of(roomy)) - 40
+    artifact = build(store, corpus, gpt2, **values, max_prompt_tokens=budget)
+    assert artifact.summary["skipped_prompt_too_long"] == 0 and artifact.summary["generated"] == 8
+    assert artifact.summary["example_doc_tokens"] < 100
+    assert all(len(tokenizer(r["prompt"])["input_ids"]) + 6 <= budget for r in rows_of(artifact))
+
+
+def test_sampled_queries_are_keyed_by_the_device_type():
+    sampled = generate.Params(do_sample=True)
+    assert sampled.on_device("cuda:1").key_params()["sampling_device"] == "cuda"
+    assert sampled.on_device("cpu").key_params() != sampled.on_device("cuda").key_params()
+    greedy = generate.Params()
+    assert greedy.on_device("cuda").key_params() == greedy.on_device("cpu").key_params()
 
 
 def test_rerun_and_resume_give_the_same_bytes(tmp_path, monkeypatch, gpt2):
@@ -181,3 +210,15 @@ def test_examples_source_is_train_split_or_a_registry_reference():
         generate.Params(examples_source="published")
 
 
+
+
+def test_the_runner_keys_a_sampling_recipe_by_the_device_type(store):
+    from harness import recipes
+    from harness.runner import Runner
+
+    def key(device):
+        runner = Runner(recipes.load("smoke"), store, device=device, echo=lambda s: None, progress=False)
+        return runner.steps("sample")["generate"].key
+
+    assert recipes.load("smoke").stage_params("generate", "sample")["do_sample"] is True
+    assert key("cuda:0") == key("cuda:1") != key("cpu")

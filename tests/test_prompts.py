@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from harness.stages.prompts import Example, PromptBuilder, Template, builtin_names, load_template
+from harness.prompts import Example, PromptBuilder, Template, builtin_names, load_template
 
 # The reference text of inpars-method.md (itself the toolkit's templates.yaml), verbatim.
 INPARS = """Example 1:
@@ -105,6 +105,26 @@ def test_documents_and_examples_are_cut_to_their_token_budgets():
                             max_doc_tokens=3, example_tokens=2, example_query_tokens=4)
     prompt, _ = builder.build("t", "w1 w2 w3 w4 w5")
     assert prompt == "one two\nFinding: a b c d\nw1 w2 w3\nFinding:"
+
+
+def test_example_documents_share_what_is_left_of_the_prompt_budget():
+    """As the toolkit's `DynamicPrompt.build` cuts each example's document, with the cut chosen to fit the prompt."""
+    examples = [Example(f"q{i}", f"d{i}", "a b", " ".join(["w"] * 10)) for i in range(2)]
+    template = load_template("promptagator-scifact")  # "{document}\nFinding: {query}\n"
+
+    def builder(**kw):
+        return PromptBuilder(template, WordTokenizer(), examples=examples, max_doc_tokens=3, **kw)
+
+    # 20 tokens: the target's 1 + 3, each example's template and query 3 ("\nFinding:", "a", "b\n"): 5 words each
+    fitted = builder(max_prompt_tokens=20, example_tokens=8)
+    assert fitted.example_doc_tokens == 5
+    prompt, _ = fitted.build("t", "t1 t2 t3 t4")
+    assert prompt == "w w w w w\nFinding: a b\n" * 2 + "t1 t2 t3\nFinding:"
+    assert len(WordTokenizer()(prompt)["input_ids"]) <= 20
+    assert builder(max_prompt_tokens=20, example_tokens=2).example_doc_tokens == 2  # already shorter: kept
+    assert builder(example_tokens=8).example_doc_tokens == 8  # no budget given: example_tokens alone
+    with pytest.raises(HarnessError, match="no room in 9 prompt tokens"):
+        builder(max_prompt_tokens=9)
 
 
 def test_static_prefix_ends_with_a_newline_before_the_document():

@@ -4,22 +4,17 @@ A backend takes prompts as token ids and returns, per prompt, the query (decoded
 and the log-probability of each chosen token. Both backends share the tokenizer, the stop rule and the
 post-processing (`Stops.finish`), so the same prompt gives the same row format whichever backend runs it.
 
-The transformers backend runs its own decoding loop rather than `model.generate`, to get on a CPU what the
-authors' loop (batch 1, full prompt, `generate`) spends most of its time on, without changing greedy
-outputs: batches formed by prompt length, finished rows dropped from the batch, logits computed for the
-last position only, and the few-shot prefix that static prompts share computed once and reused by every
-batch (`prefix_cache`). Models that compute attention through transformers' AttentionInterface (GPT-2,
-GPT-J, Llama, ...) run through `prefix_attention`: the prefix's keys/values kept once rather than copied per
-row, the prompts' suffixes packed into one prefill with no padding, and each decoding step's attention split
-into the shared prefix and each row's own tokens. Other models use transformers' cache: the padding goes
-between the prefix and each prompt's own suffix, masked out, with position ids that skip it, so each row
-attends to exactly the tokens of its own full prompt at their own positions.
+The transformers backend is transformers' own batched `model.generate` for every model (GPT-J included): batches
+formed by prompt length, the library's cache, and the log-probs taken from the logits it returns
+(`output_logits`). The few-shot prefix that static prompts share is run through the model once into a
+`DynamicCache`, and each batch gets a copy as `past_key_values` (transformers' documented prefix reuse).
+Sampling draws each prompt's tokens with its own seeded generator (`SeededSampler`), so a sampled query does
+not depend on the batch it ran in; it does depend on the device (CPU and CUDA generators differ).
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +22,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
-from harness.models import prefix_attention
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,9 +115,6 @@ class TransformersLM(LLM):
 
     GPU options: `dtype` float16/bfloat16, `device_map="auto"` to spread a large model over the GPUs
     (accelerate), `load_in_8bit` when bitsandbytes is installed.
-
-    The model passed in is used in place: on a CPU, a GPT-2-style model's `Conv1D` weights are stored [out, in] from
-    construction on (same values, the module's forward unchanged but for float rounding order: `out_in_weights`).
     """
 
     name = "transformers"
@@ -137,18 +126,12 @@ class TransformersLM(LLM):
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         self.stops = Stops.for_tokenizer(tokenizer, _config_eos(model))
         self.pad_id = _pad_id(tokenizer, model)
-        self.context_length = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-        if self.seq2seq:
-            self.context_length = None  # relative positions: the encoder takes any length
-        self.supports_prefix_cache = not self.seq2seq
-        params = inspect.signature(model.forward).parameters
-        self._takes_positions = "position_ids" in params
-        self._takes_keep = "logits_to_keep" in params
-        self.prefix_attention = prefix_attention.supported(model)  # else: transformers' own cache, one prefix copy per row
-        if self.prefix_attention:  # (on a CPU, GPT-2's weights stored [out, in]: see `prefix_attention._faster_forwards`)
-            prefix_attention.out_in_weights(model)
-        self._prefix_key: tuple[int, ...] | None = None
-        self._prefix_kv: Any = None
+        # Relative positions (T5): the encoder takes any length.
+        self.context_length = None if self.seq2seq else (
+            getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None))
+        # A shared prefix puts each row's padding after it: the positions must come from the mask (`position_ids`).
+        self.supports_prefix_cache = not self.seq2seq and "position_ids" in inspect.signature(model.forward).parameters
+        self._prefix: tuple[tuple[int, ...], Any] | None = None  # the last shared prefix and its cache
 
     @classmethod
     def load(cls, path: Path, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 8,
@@ -169,295 +152,105 @@ class TransformersLM(LLM):
     def device(self):
         return next(self.model.parameters()).device
 
-    # --- the public call --------------------------------------------------------------------------
     def generate(self, prompts, decoding, *, prefix=(), seeds=None, progress=None):
-        import torch
-
         prefix = list(prefix) if (self.prefix_cache and self.supports_prefix_cache) else []
         use_prefix = [bool(prefix) and len(p) > len(prefix) and list(p[: len(prefix)]) == prefix for p in prompts]
         seeds = list(seeds) if seeds is not None else [0] * len(prompts)
         results: list[Generation | None] = [None] * len(prompts)
         # Batches of similar length (longest first, so memory trouble shows at once); ties keep input order.
         for shared in (True, False):
-            idx = [i for i in range(len(prompts)) if use_prefix[i] == shared]
-            idx.sort(key=lambda i: -len(prompts[i]))
+            idx = sorted((i for i in range(len(prompts)) if use_prefix[i] == shared), key=lambda i: -len(prompts[i]))
             for start in range(0, len(idx), self.batch_size):
                 batch = idx[start : start + self.batch_size]
-                batch_seeds = [seeds[i] for i in batch]
-                with torch.inference_mode():
-                    if shared:
-                        outs = self._causal([list(prompts[i][len(prefix):]) for i in batch], decoding,
-                                            batch_seeds, prefix)
-                    elif self.seq2seq:
-                        outs = self._seq2seq([list(prompts[i]) for i in batch], decoding, batch_seeds)
-                    else:
-                        outs = self._causal([list(prompts[i]) for i in batch], decoding, batch_seeds, [])
+                rows = [list(prompts[i][len(prefix) if shared else 0 :]) for i in batch]
+                outs = self._batch(rows, decoding, [seeds[i] for i in batch], prefix if shared else [])
                 for i, (ids, lps) in zip(batch, outs):
                     results[i] = self.stops.finish(self.tokenizer, ids, lps)
                 if progress:
                     progress(len(batch))
         return results  # type: ignore[return-value]
 
-    # --- decoding ---------------------------------------------------------------------------------
-    def _prefix_cache(self, prefix: list[int]):
-        """Key/value tensors of the shared prefix, computed once (batch of one) and kept."""
-        import torch
+    def _batch(self, rows: list[list[int]], decoding: Decoding, seeds: list[int], prefix: list[int]):
+        """One batch through `model.generate`: (generated ids, their log-probs) per row, moved to the CPU once.
 
-        if self.prefix_attention:
-            if self._prefix_key != tuple(prefix):
-                self._prefix_kv, self._prefix_key = prefix_attention.PrefixAttention(self.model, prefix), tuple(prefix)
-            return self._prefix_kv
-        if self._prefix_key != tuple(prefix):
-            ids = torch.tensor([prefix], device=self.device)
-            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
-                             **self._keep_kw(ids.shape[1]))
-            self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-            self._prefix_key = tuple(prefix)
-        return self._prefix_kv
-
-    def _keep_kw(self, n: int) -> dict:
-        return {"logits_to_keep": 1} if self._takes_keep else {}
-
-    def _causal(self, rows: list[list[int]], decoding: Decoding, seeds: list[int], prefix: list[int]):
-        """Decode a batch of causal-LM prompts (or suffixes after a cached `prefix`); (ids, log-probs) per row.
-
-        Each row's prompt is prefilled on its own (batch of one, no padding: on a CPU the prefill is
-        compute-bound, and padded positions would be computed for nothing); the rows' key/value tensors are
-        then laid side by side, right-aligned, for the batched token-by-token decoding.
+        Causal LMs are padded on the left, after the shared `prefix` when there is one (the mask hides the
+        padding and the positions, counted from the mask, skip it); seq2seq prompts on the right.
         """
         import torch
-        from transformers import DynamicCache
+        from transformers import LogitsProcessorList
 
-        if self.prefix_attention:  # the prefix's keys/values once, the rows' prompts packed into one prefill
-            # (no prefix: a fresh empty one, so that the kept prefix is not dropped for the next batches)
-            shared = self._prefix_cache(prefix) if prefix else prefix_attention.PrefixAttention(self.model, [])
-            batch = shared.rows(rows, decoding.max_new_tokens)
-            return self._loop(batch.first, batch.step, batch.select, len(rows), decoding, seeds)
-        dev, n, width, lp = self.device, len(rows), max(map(len, rows)), len(prefix)
-        mask = torch.zeros((n, lp + width), dtype=torch.long)
-        mask[:, :lp] = 1
-        for r, row in enumerate(rows):  # left padding; with a prefix the padding sits between prefix and suffix
-            mask[r, lp + width - len(row):] = 1
-        mask = mask.to(dev)
-        prefix_kv = self._prefix_cache(prefix) if prefix else None
-        suffix_kv: list[tuple[Any, Any]] | None = None
-        first = []
-        for r, row in enumerate(rows):
-            logits, kv = self._prefill(row, prefix_kv, lp)
-            first.append(logits)
-            if suffix_kv is None:
-                suffix_kv = [(k.new_zeros((n, k.shape[1], width, k.shape[3])),
-                              v.new_zeros((n, v.shape[1], width, v.shape[3]))) for k, v in kv]
-            for (k_all, v_all), (k, v) in zip(suffix_kv, kv):
-                k_all[r, :, width - len(row):] = k[0]
-                v_all[r, :, width - len(row):] = v[0]
-        cache = _preallocated(DynamicCache(config=self.model.config), lp + width + decoding.max_new_tokens)
-        for layer, (k, v) in enumerate(suffix_kv or []):
-            if prefix_kv:  # the shared prefix first, then the rows' own tokens: two appends, no joined copy
-                pk, pv = prefix_kv[layer]
-                cache.update(pk.expand(n, *pk.shape[1:]), pv.expand(n, *pv.shape[1:]), layer)
-            cache.update(k, v, layer)
-        next_pos = mask.sum(-1)  # the position of each row's next token
-
-        def step(tokens, alive):
-            nonlocal mask, next_pos
-            mask = torch.cat([mask[alive], torch.ones((len(alive), 1), dtype=mask.dtype, device=dev)], dim=1)
-            next_pos = next_pos[alive]
-            kw = {"position_ids": next_pos[:, None]} if self._takes_positions else {}
-            res = self.model(input_ids=tokens[:, None], attention_mask=mask, past_key_values=cache,
-                             use_cache=True, **kw, **self._keep_kw(1))
-            next_pos = next_pos + 1
-            return res.logits[:, -1]
-
-        def select(alive):
-            cache.batch_select_indices(alive)
-
-        return self._loop(torch.cat(first), step, select, n, decoding, seeds)
-
-    def _prefill(self, row: list[int], prefix_kv, lp: int):
-        """One prompt (or suffix after the cached prefix) through the model: last logits and its own keys/values."""
-        import torch
-        from transformers import DynamicCache
-
-        dev = self.device
-        cache = DynamicCache(config=self.model.config)
-        for layer, (k, v) in enumerate(prefix_kv or []):
-            cache.update(k, v, layer)
-        ids = torch.tensor([row], device=dev)
-        kw = {"position_ids": torch.arange(lp, lp + len(row), device=dev)[None]} if self._takes_positions else {}
-        out = self.model(input_ids=ids, attention_mask=torch.ones((1, lp + len(row)), dtype=torch.long, device=dev),
-                         past_key_values=cache, use_cache=True, **kw, **self._keep_kw(len(row)))
-        kv = [(layer.keys[:, :, lp:], layer.values[:, :, lp:]) for layer in out.past_key_values.layers]
-        return out.logits[:, -1], kv
-
-    def _seq2seq(self, rows: list[list[int]], decoding: Decoding, seeds: list[int]):
-        """Decode a batch of encoder-decoder prompts: the encoder once, then the decoder token by token."""
-        import torch
-        from transformers import DynamicCache, EncoderDecoderCache
-        from transformers.modeling_outputs import BaseModelOutput
-
-        dev, n, width = self.device, len(rows), max(map(len, rows))
+        n, width = len(rows), max(map(len, rows))
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
-        for r, row in enumerate(rows):  # right padding: the encoder is bidirectional, the mask hides it
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        hidden = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        cache = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
-        start = self.model.config.decoder_start_token_id
-        state = {"hidden": hidden, "mask": mask}
+        for r, row in enumerate(rows):
+            cols = slice(0, len(row)) if self.seq2seq else slice(width - len(row), width)
+            ids[r, cols], mask[r, cols] = torch.tensor(row), 1
+        extra: dict[str, Any] = {}
+        if prefix:
+            ids = torch.cat([torch.tensor([prefix]).expand(n, -1), ids], dim=1)
+            mask = torch.cat([torch.ones((n, len(prefix)), dtype=torch.long), mask], dim=1)
+            extra["past_key_values"] = self._prefix_cache(prefix, n)
+        if decoding.do_sample:  # drawn by the processor; generate's greedy choice then takes the drawn token
+            extra["logits_processor"] = LogitsProcessorList([SeededSampler(decoding, seeds)])
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False, num_beams=1,
+                max_new_tokens=decoding.max_new_tokens, eos_token_id=sorted(self.stops.all_ids),
+                pad_token_id=self.pad_id, output_logits=True, return_dict_in_generate=True, **extra)
+            # After the prompt (causal) or the decoder's start token (seq2seq): one step per returned logits row.
+            new = out.sequences[:, -len(out.logits):]
+            # Log-probs of the raw logits (before any processor), as the authors' scores of a greedy run.
+            lps = torch.stack([step.float().log_softmax(-1).gather(1, new[:, t, None])[:, 0]
+                               for t, step in enumerate(out.logits)], dim=1)
+        return list(zip(new.tolist(), lps.tolist()))
 
-        def call(tokens):
-            res = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
-                             attention_mask=state["mask"], decoder_input_ids=tokens[:, None],
-                             past_key_values=cache, use_cache=True)
-            return res.logits[:, -1]
+    def _prefix_cache(self, prefix: list[int], n: int):
+        """A copy, for a batch of `n` rows, of the shared prefix's `DynamicCache`, computed once and kept."""
+        import copy
 
-        def select(alive):
-            cache.batch_select_indices(alive)
-            state["hidden"], state["mask"] = state["hidden"][alive], state["mask"][alive]
+        import torch
+        from transformers import DynamicCache
 
-        first = call(torch.full((n,), start, dtype=torch.long, device=dev))
-        return self._loop(first, lambda tokens, alive: call(tokens), select, n, decoding, seeds)
+        if self._prefix is None or self._prefix[0] != tuple(prefix):
+            cache = DynamicCache(config=self.model.config)
+            ids = torch.tensor([prefix], device=self.device)
+            with torch.inference_mode():
+                self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
+            self._prefix = (tuple(prefix), cache)
+        cache = copy.deepcopy(self._prefix[1])  # generate extends the cache it is given
+        cache.batch_repeat_interleave(n)
+        return cache
 
-    def _loop(self, logits, step, select, n: int, decoding: Decoding, seeds: list[int]):
-        """Choose tokens until every row has stopped or `max_new_tokens`; finished rows leave the batch."""
+
+class SeededSampler:
+    """A logits processor that draws each row's token with that row's own seeded generator.
+
+    transformers' sampling draws from the process's random stream, so a prompt's sample would depend on the
+    other prompts of its batch; drawn here, it depends on its seed alone (and on the device: CPU and CUDA
+    generators give different streams). Temperature and nucleus truncation are transformers' own warpers;
+    the returned scores keep only the drawn token, which greedy decoding then chooses.
+    """
+
+    def __init__(self, decoding: Decoding, seeds: Sequence[int]):
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(decoding.temperature)]
+                                           + ([TopPLogitsWarper(decoding.top_p)] if decoding.top_p < 1.0 else []))
+        self.seeds = list(seeds)
+        self.generators: list[Any] | None = None
+
+    def __call__(self, input_ids, scores):
         import torch
 
-        stop_ids = torch.tensor(sorted(self.stops.all_ids), device=logits.device)
-        out_ids: list[list[int]] = [[] for _ in range(n)]
-        out_lps: list[list[float]] = [[] for _ in range(n)]
-        rows = list(range(n))  # which original row each batch position is
-        gens = [_generator(s, logits.device) for s in seeds] if decoding.do_sample else None
-        for t in range(decoding.max_new_tokens):
-            # Greedy: the first highest logit, as transformers' argmax. The chosen token's log-prob is its logit
-            # minus log Σ exp(logits), shifted by the max: no full log-softmax (the output layer may leave the
-            # logits transposed, and a log-softmax would copy them first).
-            logits = logits.float()
-            top, best = logits.max(dim=-1)
-            norm = top + (logits - top[:, None]).exp_().sum(dim=-1).log_()
-            if decoding.do_sample:
-                chosen = torch.stack([_sample(logits[b], decoding, gens[r]) for b, r in enumerate(rows)])
-            else:
-                chosen = best
-            picked = logits.gather(1, chosen[:, None])[:, 0] - norm
-            for b, r in enumerate(rows):
-                out_ids[r].append(int(chosen[b]))
-                out_lps[r].append(float(picked[b]))
-            done = torch.isin(chosen, stop_ids)
-            if t + 1 == decoding.max_new_tokens or bool(done.all()):
-                break
-            if bool(done.any()):
-                alive = (~done).nonzero()[:, 0]
-                select(alive)
-                rows = [rows[int(b)] for b in alive]
-                chosen = chosen[alive]
-            else:
-                alive = torch.arange(len(rows), device=logits.device)
-            logits = step(chosen, alive)
-        return list(zip(out_ids, out_lps))
-
-
-def _preallocated(cache, capacity: int):
-    """`cache` with its plain layers swapped for ones that write into buffers sized for the whole batch.
-
-    transformers' DynamicLayer concatenates at every step, copying the whole cache each time: on a CPU that
-    copy costs more than the attention itself. Sliding-window or other special layers are left as they are.
-    """
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if isinstance(layers, list) and layers:
-        cache.layers = [_BufferLayer(capacity) if type(layer) is DynamicLayer else layer for layer in layers]
-    return cache
-
-
-def _buffer_layer_class():
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        """A DynamicLayer whose keys and values are views into preallocated buffers: no copy per step."""
-
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity, self.length = capacity, 0
-
-        def lazy_initialization(self, key_states, value_states):
-            import torch
-
-            self.dtype, self.device = key_states.dtype, key_states.device
-            b, h, _, dk = key_states.shape
-            self._k = torch.empty((b, h, self.capacity, dk), dtype=self.dtype, device=self.device)
-            self._v = torch.empty((b, h, self.capacity, value_states.shape[-1]), dtype=self.dtype, device=self.device)
-            self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
-            self.is_initialized = True
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.capacity:
-                raise RuntimeError(f"cache buffer of {self.capacity} tokens overflowed ({end})")
-            self._k[:, :, self.length:end] = key_states
-            self._v[:, :, self.length:end] = value_states
-            self.length = end
-            self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-        def batch_select_indices(self, indices) -> None:
-            if self.is_initialized:
-                self._k, self._v = self._k[indices], self._v[indices]
-                self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            raise NotImplementedError
-
-        def crop(self, tokens_to_remove: int) -> None:
-            raise NotImplementedError
-
-    return BufferLayer
-
-
-class _LazyBufferLayer:
-    cls = None
-
-    def __call__(self, capacity: int):
-        if _LazyBufferLayer.cls is None:
-            _LazyBufferLayer.cls = _buffer_layer_class()
-        return _LazyBufferLayer.cls(capacity)
-
-
-_BufferLayer = _LazyBufferLayer()
-
-
-def _generator(seed: int, device):
-    import torch
-
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
-
-
-def _sample(logits, decoding: Decoding, gen):
-    """One token from temperature-scaled, nucleus-truncated probabilities, with the row's own generator."""
-    import torch
-
-    scores = logits / max(decoding.temperature, 1e-6)
-    if decoding.top_p < 1.0:
-        sorted_scores, order = scores.sort(descending=True)
-        cum = sorted_scores.softmax(-1).cumsum(-1)
-        drop = cum - sorted_scores.softmax(-1) >= decoding.top_p  # keep the smallest set reaching top_p
-        scores = scores.clone()
-        scores[order[drop]] = -math.inf
-    return torch.multinomial(scores.softmax(-1), 1, generator=gen)[0]
+        if self.generators is None:  # on the logits' device (the last GPU's under `device_map: auto`)
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        probs = self.warpers(input_ids, scores.float()).softmax(-1)
+        drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        return torch.full_like(scores, -math.inf).scatter_(1, drawn[:, None], 0.0)
 
 
 def _config_eos(model) -> list[int]:
-    ids = []
+    ids: list[int] = []
     for cfg in (getattr(model, "generation_config", None), model.config):
         value = getattr(cfg, "eos_token_id", None) if cfg is not None else None
         ids += value if isinstance(value, list) else [value] if isinstance(value, int) else []

@@ -33,6 +33,11 @@ class StageParams(BaseModel):
     # Parameters that change how, not what: left out of the artifact key (e.g. batch size, threads).
     not_in_key: ClassVar[frozenset[str]] = frozenset()
 
+    def on_device(self, device: str) -> StageParams:
+        """These parameters for a run on `device` (`cpu`, `cuda:1`): a stage whose output depends on the device
+        type records it in a parameter, and so in the artifact key (see `generate`)."""
+        return self
+
     def key_params(self) -> dict:
         """The parameters that identify the output: all but `not_in_key`, with tiny model ids tagged
         with their build version (a changed tiny builder changes every key that uses it)."""

@@ -2,7 +2,10 @@
 
 Documents are sampled as the InPars toolkit samples them (`numpy.random.RandomState(seed)` permutation,
 the first `n_docs`: pandas' `DataFrame.sample` after `set_seed`), each is cut to `max_doc_tokens` LLM
-tokens and put into the prompt; a prompt that cannot fit is skipped and counted, not a crash. Work is
+tokens and put into the prompt. Promptagator-style prompts cut their examples' documents so that the
+examples and the longest target fit `max_prompt_tokens` less `max_new_tokens` (`PromptBuilder`); a prompt
+that still cannot fit is skipped and counted (`skipped_prompt_too_long`), and a shard in which more than
+`max_skipped_share` of the documents would be skipped stops the run with one sentence. Work is
 done in shards of `shard_size` documents, each written atomically into the build folder, so a killed run
 resumes at the first missing shard; `queries.jsonl` is assembled only once every shard is there. The
 shards run on the context's executor: in this process, or on Ray workers, one model replica each.
@@ -14,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -40,7 +43,8 @@ class Params(StageParams):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     n_examples: int = Field(3, ge=0, le=8)  # Promptagator: up to 8; the toolkit's default is 3
-    example_tokens: int = Field(256, ge=1)  # per few-shot document (the toolkit: max_doc_length)
+    # Per few-shot document (the toolkit: max_doc_length); fewer when the examples would not fit the prompt.
+    example_tokens: int = Field(256, ge=1)
     example_query_tokens: int = Field(200, ge=1)  # per few-shot query (the toolkit: max_query_length)
     # Where Promptagator-style prompts take their real (query, document) examples from: the dataset's train
     # split, or a registry entry of published examples (`registry:inpars/fewshot/{dataset}`, pinned).
@@ -50,6 +54,11 @@ class Params(StageParams):
     prefix_cache: bool = True
     shard_size: int = Field(1000, ge=1)
     store_prompts: bool = True
+    # The share of a shard's documents whose prompt may be skipped as too long before the run stops.
+    max_skipped_share: float = Field(0.01, ge=0, le=1)
+    # Filled by the runner from `--device` when `do_sample` (CPU and CUDA generators draw different random
+    # streams, so sampled queries depend on the device type); not a recipe setting.
+    sampling_device: str | None = None
     # GPU placement: spreads layers over devices without changing the arithmetic, like `--device` itself.
     device_map: str | None = None
     load_in_8bit: bool = False
@@ -62,7 +71,8 @@ class Params(StageParams):
     gpus_per_replica: float | None = Field(None, ge=0)
     # batch_size, prefix_cache and shard_size stay in the key: batching changes float rounding, so
     # log-probs (and, in a rare near-tie, a greedy token) may differ in their last digits.
-    not_in_key = frozenset({"device_map", "distributed_executor_backend", "cpus_per_replica", "gpus_per_replica"})
+    not_in_key = frozenset({"device_map", "distributed_executor_backend", "cpus_per_replica", "gpus_per_replica",
+                            "max_skipped_share"})
 
     @model_validator(mode="after")
     def _check(self):
@@ -77,6 +87,9 @@ class Params(StageParams):
             raise ValueError("tensor_parallel_size and distributed_executor_backend are vLLM options "
                              "(backend transformers spreads a large model with device_map: auto)")
         return self
+
+    def on_device(self, device: str) -> Params:
+        return self.model_copy(update={"sampling_device": device.split(":")[0] if self.do_sample else None})
 
     def key_params(self) -> dict:
         values = super().key_params()
@@ -106,10 +119,13 @@ def load_backend(params: Params, store_root: Path, device: str):
 
     path = resolve(params.model, store_root, params.model_revision)
     # vLLM only: a model larger than one GPU is split over `tensor_parallel_size` GPUs by vLLM itself.
-    vllm = {"tensor_parallel_size": params.tensor_parallel_size} if params.tensor_parallel_size > 1 else {}
+    vllm: dict[str, Any] = {}
+    if params.tensor_parallel_size > 1:
+        vllm["tensor_parallel_size"] = params.tensor_parallel_size
     if params.distributed_executor_backend:
         vllm["distributed_executor_backend"] = params.distributed_executor_backend
-    return get_backend(params.backend).load(
+    backend: Any = get_backend(params.backend)  # each backend's `load` takes its own options
+    return backend.load(
         path, device=device, dtype=params.dtype, batch_size=params.batch_size, prefix_cache=params.prefix_cache,
         device_map=params.device_map, load_in_8bit=params.load_in_8bit, **vllm,
     )
@@ -117,8 +133,8 @@ def load_backend(params: Params, store_root: Path, device: str):
 
 def few_shot_examples(params: Params, corpus, dynamic: bool, store):
     """The real (query, document) examples a dynamic prompt shows: from the train split or a published file."""
+    from harness.prompts import published_examples, train_split_examples
     from harness.refs import registry_files
-    from harness.stages.prompts import published_examples, train_split_examples
 
     if not dynamic:
         return []
@@ -134,7 +150,7 @@ def few_shot_examples(params: Params, corpus, dynamic: bool, store):
 
 def run(inputs: dict, params: Params, out, ctx) -> None:
     from harness.models.loading import resolve
-    from harness.stages.prompts import load_template
+    from harness.prompts import load_template
 
     corpus = inputs["corpus"]
     template = load_template(params.prompt)
@@ -158,11 +174,13 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     new_tokens = sum(r["new_tokens"] for r in done.values())
     elapsed = time.time() - started
     totals = {"sampled": len(docs), "generated": 0, "skipped": 0}
+    example_doc_tokens = set()
     with open(out.path / "queries.jsonl", "w", encoding="utf-8") as fh:
         for s in range(n_shards):
             meta = json.loads((shards / f"{s:05d}.json").read_text())
             totals["generated"] += meta["generated"]
             totals["skipped"] += meta["skipped"]
+            example_doc_tokens.add(meta["example_doc_tokens"])
             with open(shards / f"{s:05d}.jsonl", encoding="utf-8") as part_fh:
                 fh.writelines(part_fh)
     used = sorted({e.query_id: e for e in examples}.values(), key=lambda e: e.query_id) if examples else []
@@ -173,6 +191,8 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
         "skipped_prompt_too_long": totals["skipped"], "shards": n_shards, "shards_resumed": n_shards - len(todo),
         "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / elapsed, 2) if new_tokens and elapsed else None,
         "few_shot_examples": len(used),
+        # What each few-shot example's document was cut to (example_tokens, or less to fit the prompt).
+        "example_doc_tokens": max(example_doc_tokens) if used and example_doc_tokens else None,
     })
 
 
@@ -191,14 +211,15 @@ class GenerateWork(ShardedWork):
 
     def setup(self) -> None:
         from harness.models.llm import Decoding
-        from harness.stages.prompts import PromptBuilder, load_template
+        from harness.prompts import PromptBuilder, load_template
 
         p = self.params
         llm = load_backend(p, self.store_root, self.device)
+        limit = min(p.max_prompt_tokens, llm.context_length or p.max_prompt_tokens)
         builder = PromptBuilder(load_template(p.prompt), llm.tokenizer, max_doc_tokens=p.max_doc_tokens,
                                 examples=self.examples, example_tokens=p.example_tokens,
-                                example_query_tokens=p.example_query_tokens, seed=p.seed)
-        limit = min(p.max_prompt_tokens, llm.context_length or p.max_prompt_tokens)
+                                example_query_tokens=p.example_query_tokens, seed=p.seed,
+                                max_prompt_tokens=limit - p.max_new_tokens)
         prefix = llm.encode(builder.prefix) if builder.prefix and llm.supports_prefix_cache else []
         decoding = Decoding(p.max_new_tokens, p.do_sample, p.temperature, p.top_p)
         self._loaded = (builder, llm, decoding, prefix, limit)
@@ -221,6 +242,11 @@ def _shard(docs, builder, llm, decoding, prefix, limit, params: Params, stem: Pa
             continue
         rows.append((doc, text, example_ids))
         prompts.append(ids)
+    if skipped > params.max_skipped_share * len(docs):
+        raise HarnessError(
+            f"generate: {skipped} of {len(docs)} prompts in shard {stem.name} exceed {limit} tokens with "
+            f"{params.max_new_tokens} new tokens, more than max_skipped_share={params.max_skipped_share}; lower "
+            "`max_doc_tokens`, `example_tokens` or `n_examples`, or raise `max_prompt_tokens` or `max_skipped_share`.")
     seeds = [_row_seed(params.seed, doc.id) for doc, _, _ in rows]
     skipped_progress = len(docs) - len(rows)
     outputs = llm.generate(prompts, decoding, prefix=prefix, seeds=seeds, progress=progress)
@@ -239,7 +265,7 @@ def _shard(docs, builder, llm, decoding, prefix, limit, params: Params, stem: Pa
         if params.store_prompts:
             row["prompt"] = text
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    meta = {"generated": len(rows), "skipped": skipped}
+    meta = {"generated": len(rows), "skipped": skipped, "example_doc_tokens": builder.example_doc_tokens}
     _atomic_write(stem.with_suffix(".json"), json.dumps(meta))
     _atomic_write(stem.with_suffix(".jsonl"), "".join(lines))
     return tokens
@@ -262,7 +288,9 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 # version 2: the greedy token is the first highest logit and its log-prob logit - logsumexp (was: from a log-softmax)
-STAGE = Stage(name="generate", version=2, kind="queries", params=Params, run=run, resumable=True,
+# version 3: transformers' own batched generate (log-probs from a log-softmax of its logits; sampling per row with
+# `SeededSampler`); Promptagator examples cut to fit the prompt; the sampling device in the key
+STAGE = Stage(name="generate", version=3, kind="queries", params=Params, run=run, resumable=True,
               inputs={"corpus": "corpus"}, published_kinds=("queries",), fetch_in_auto=True, publish_kind="queries",
               units=lambda params, documents, queries: min(params.get("n_docs", 100_000), documents),
               per_gpu_hour=20_000)  # documents/h, an estimate: GPT-J-6B, ~600-token prompts, 64 new tokens, batched

@@ -288,7 +288,7 @@ def test_unknown_model_on_the_hub(local_hub, store, reliability):
 @pytest.mark.parametrize("text", ["Example: {query}\n", "{query} then {document}", "Doc: {document} {document} {query}",
                                   "Doc: {document}\n"], ids=["no document", "query first", "document twice", "no query"])
 def test_bad_prompt_template(tmp_path, reliability, text):
-    from harness.stages.prompts import load_template
+    from harness.prompts import load_template
 
     with reliability.trial("input", "prompt template without a proper {document}/{query}"):
         path = tmp_path / "prompt.txt"

@@ -179,7 +179,7 @@ def test_yaml_is_loaded_safely(tmp_path, store, reliability, monkeypatch):
         registry.write_text(f"version: 1\nentries: [{payload}]\n")
         with pytest.raises(HarnessError):
             Registry(store.root, registry)
-        from harness.stages.prompts import load_template
+        from harness.prompts import load_template
 
         prompt = tmp_path / "prompt.yaml"
         prompt.write_text(f"template: {payload}\n")

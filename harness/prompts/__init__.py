@@ -1,6 +1,7 @@
 """Prompts for query generation: the InPars and Promptagator templates, a user's own file, few-shot examples.
 
-Templates are package data (`harness/prompts/`), copied verbatim from the papers and the InPars toolkit.
+Templates are this package's data files (`harness/prompts/*.txt`, `*.yaml`), copied verbatim from the papers
+and the InPars toolkit.
 A template has two slots, `{document}` and `{query}`. A *static* template holds its examples in its text
 (`inpars`, `inpars-gbq`, a user's `.txt` file); a *dynamic* one (Promptagator) is written once per
 few-shot example and once more for the target document with the query left empty.
@@ -193,22 +194,42 @@ class PromptBuilder:
     """Builds the prompt for one document: truncation to token budgets as the toolkit does, examples shuffled.
 
     `tokenizer` is the LLM's (a transformers tokenizer); texts are cut by tokenising without special
-    tokens, keeping the first `n` ids and decoding them.
+    tokens, keeping the first `n` ids and decoding them. With `max_prompt_tokens` (the tokens a prompt may
+    take, special tokens included), the examples' documents of a dynamic template share what the examples'
+    queries and a target document of `max_doc_tokens` leave: each is cut to at most `example_doc_tokens`,
+    as the toolkit's `DynamicPrompt.build` cuts each example's document, so that every prompt fits.
     """
 
     def __init__(self, template: Template, tokenizer, *, max_doc_tokens: int | None = 256,
                  examples: Sequence[Example] = (), example_tokens: int | None = 256,
-                 example_query_tokens: int | None = 200, seed: int = 1):
+                 example_query_tokens: int | None = 200, seed: int = 1, max_prompt_tokens: int | None = None):
         self.template, self.tokenizer = template, tokenizer
         self.max_doc_tokens, self.seed = max_doc_tokens, seed
         if template.dynamic and not examples:
             raise HarnessError(f"Prompt {template.name!r} needs few-shot examples (`n_examples` > 0).")
         # Examples are truncated once: the same text in every prompt.
-        self.examples = [
-            Example(e.query_id, e.doc_id, self.truncate(e.query, example_query_tokens),
-                    self.truncate(e.document, example_tokens))
-            for e in (examples if template.dynamic else ())
-        ]
+        shots = [Example(e.query_id, e.doc_id, self.truncate(e.query, example_query_tokens), e.document)
+                 for e in (examples if template.dynamic else ())]
+        self.example_doc_tokens = example_tokens
+        if shots and max_prompt_tokens is not None and max_doc_tokens is not None:
+            share = self._example_share(shots, max_prompt_tokens)
+            self.example_doc_tokens = share if example_tokens is None else min(example_tokens, share)
+        self.examples = [Example(e.query_id, e.doc_id, e.query, self.truncate(e.document, self.example_doc_tokens))
+                         for e in shots]
+
+    def _example_share(self, shots: list[Example], max_prompt_tokens: int) -> int:
+        """Tokens each example's document may take so that the examples and the longest target fit."""
+        def count(text: str, special: bool = False) -> int:
+            return len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+        target = count(self.template.head(""), special=True) + (self.max_doc_tokens or 0)
+        share = (max_prompt_tokens - target - sum(count(self.template.fill("", e.query)) for e in shots)) // len(shots)
+        if share < 1:
+            raise HarnessError(
+                f"Prompt {self.template.name!r}: {len(shots)} few-shot examples and a target document of "
+                f"{self.max_doc_tokens} tokens leave no room in {max_prompt_tokens} prompt tokens; lower "
+                "`n_examples`, `max_doc_tokens` or `example_query_tokens`, or raise `max_prompt_tokens`.")
+        return share
 
     def truncate(self, text: str, n: int | None) -> str:
         """`text` cut to its first `n` tokens (unchanged when it already fits)."""
