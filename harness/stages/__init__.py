@@ -6,10 +6,11 @@ and a distributed executor all call the same `Stage.run(inputs, params, out, ctx
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -53,15 +54,14 @@ class Context:
     dataset: str
     device: str = "cpu"
     data_dir: Path | None = None
-    progress: Callable[..., Any] | None = None
-    options: dict = field(default_factory=dict)
+    progress: bool = True  # False: no progress bars (`--quiet`)
     executor: Any = field(default_factory=_local_executor)
 
     def bar(self, total: int | None, desc: str):
         """A progress bar (items, rate, time left) on stderr; silent where progress is off."""
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=f"{self.dataset} {desc}", unit="it", disable=self.progress is False,
+        return tqdm(total=total, desc=f"{self.dataset} {desc}", unit="it", disable=not self.progress,
                     leave=False, dynamic_ncols=True)
 
 
@@ -78,7 +78,8 @@ class Stage:
 def get_stage(name: str) -> Stage:
     """The stage named `name`, imported on first use (heavy libraries stay unimported until needed)."""
     if name not in STAGE_NAMES:
-        raise HarnessError(f"Unknown stage {name!r}.{close_matches(name, STAGE_NAMES)} Stages: {', '.join(STAGE_NAMES)}.")
+        raise HarnessError(
+            f"Unknown stage {name!r}.{close_matches(name, STAGE_NAMES)} Stages: {', '.join(STAGE_NAMES)}.")
     return import_module(f"harness.stages.{name}").STAGE
 
 
@@ -97,7 +98,8 @@ def _explain(exc: ValidationError, model: type[BaseModel]) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(model.model_fields)
-            parts.append(f"unknown key {loc!r}{close_matches(str(err['loc'][-1]), model.model_fields)} Allowed: {allowed}.")
+            hint = close_matches(str(err["loc"][-1]), model.model_fields)
+            parts.append(f"unknown key {loc!r}{hint} Allowed: {allowed}.")
         else:
             parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r}).")
     return " ".join(parts)

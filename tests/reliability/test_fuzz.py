@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from harness.errors import HarnessError
 
-FUZZ = settings(max_examples=int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "60")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=20))
@@ -31,8 +32,8 @@ stage_params = st.dictionaries(st.sampled_from(["retriever", "k", "fields", "mod
                                                 "steps", "depth", "seed", "threads", "x"]), values, max_size=4)
 recipes = st.fixed_dictionaries(
     {"name": st.just("fuzz"), "version": st.one_of(st.integers(-2, 3), values), "changelog": values, "paper": values},
-    optional={k: values for k in RECIPE_KEYS if k not in ("name", "version", "changelog", "paper", "stages")} | {"stages": st.dictionaries(st.sampled_from(STAGE_NAMES + ["nope"]),
-                                                                             stage_params, max_size=3)},
+    optional={k: values for k in RECIPE_KEYS if k not in ("name", "version", "changelog", "paper", "stages")}
+    | {"stages": st.dictionaries(st.sampled_from(STAGE_NAMES + ["nope"]), stage_params, max_size=3)},
 )
 
 
