@@ -19,7 +19,8 @@ def _run(recipe, tmp_path, *extra):
 
 
 @pytest.mark.parametrize("recipe, expected", [("bm25-flat", 0.6789), ("bm25-multifield", 0.6647)])
-def test_pyserini_reproduces_the_two_click_scores_and_reuses_everything(beir_dir, store, tmp_path, capsys, recipe, expected):
+def test_pyserini_reproduces_the_two_click_scores_and_reuses_everything(beir_dir, store, tmp_path, capsys, recipe,
+                                                                         expected):
     code, first = _run(recipe, tmp_path)
     out = capsys.readouterr().out
     assert code == 0, out

@@ -48,7 +48,8 @@ def test_inpars_v2_fetch_mode_fetches_reranks_evaluates_and_compares(published, 
     assert modes == {"corpus": "reuse", "retrieve": "fetch", "train": "fetch", "rerank": "regenerate",
                      "evaluate": "regenerate"}
     assert 0.0 <= result["metrics"]["nDCG@10"] <= 1.0
-    # (the corpus was built by the fixture's BM25 run.) The comparison with the paper's table: a tiny random reranker is far below InPars-v2's 0.774.
+    # (the corpus was built by the fixture's BM25 run.) The comparison with the paper's table: a tiny random
+    # reranker is far below InPars-v2's 0.774.
     folder = tmp_path / "res" / "inpars-v2"
     (folder / "v1").mkdir(exist_ok=True)
     (folder / "v1" / "scifact.json").write_text(json.dumps(result))
