@@ -1,4 +1,5 @@
-"""Where benchmarks leave their numbers for `benchmarks/report.py`: one JSON file per benchmark in `benchmarks/results/`.
+"""Where benchmarks leave their numbers for `benchmarks/report.py`: one JSON file per benchmark in
+`benchmarks/results/`.
 
 Convention: `benchmarks/results/<name>.json` is a JSON object. `record(name, **values)` merges `values` into
 it (nested dicts are merged key by key, anything else is replaced), stamps `updated`, the command line and

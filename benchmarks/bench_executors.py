@@ -71,7 +71,8 @@ def local_timings(make) -> dict:
         start = time.perf_counter()
         work.run_shard(i)
         shards.append(time.perf_counter() - start)
-    return {"setup_s": round(setup, 2), "shard_s": [round(s, 2) for s in shards], "total_s": round(setup + sum(shards), 2)}
+    return {"setup_s": round(setup, 2), "shard_s": [round(s, 2) for s in shards],
+            "total_s": round(setup + sum(shards), 2)}
 
 
 def timed(work):
@@ -120,7 +121,8 @@ def main() -> dict:
         store = Store(root / "store")
         params = corpus_stage.Params(dataset="sample", source="builtin", fingerprint="bench")
         key = artifact_key("corpus", corpus_stage.STAGE.version, params.key_params(), {})
-        corpus, _ = store.get_or_build(key, lambda out: corpus_stage.run({}, params, out, Context(store, "sample", progress=False)),
+        ctx = Context(store, "sample", progress=False)
+        corpus, _ = store.get_or_build(key, lambda out: corpus_stage.run({}, params, out, ctx),
                                        kind="dataset", stage="corpus", params=params.key_params(), inputs={})
         start = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")

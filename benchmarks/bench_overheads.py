@@ -93,9 +93,8 @@ def test_command_startup(benchmark, env):
 
 def test_warm_reproduce_smoke(benchmark, env, tmp_path):
     if not (ROOT / "recipes" / "smoke.yaml").is_file():
-        record("overheads", targets={"overhead-warm-smoke": target("warm `harness reproduce smoke` under 5 s",
-                                                                   "not measured: recipes/smoke.yaml does not exist yet",
-                                                                   False)})
+        record("overheads", targets={"overhead-warm-smoke": target(
+            "warm `harness reproduce smoke` under 5 s", "not measured: recipes/smoke.yaml does not exist yet", False)})
         pytest.skip("recipes/smoke.yaml does not exist yet")
     argv = harness_cmd() + ["-q", "reproduce", "smoke", "--results-dir", str(tmp_path / "res")]
     timed_runs(argv, env, 1)  # cold: builds every artifact
@@ -206,10 +205,12 @@ def test_sha256_throughput(benchmark, tmp_path):
     print("\n  1 GiB file, MB/s (MiB/s)")
     for name, r in results.items():
         print(f"  {name:<28} cold {r['cold_mb_s']:8.0f}   warm {r['warm_mb_s']:8.0f}")
-    print(f"  limit = min(cold raw read, in-memory hashlib) = {limit:.0f}; sha256_file cold / limit = {ours / limit:.2f}")
+    print(f"  limit = min(cold raw read, in-memory hashlib) = {limit:.0f}; "
+          f"sha256_file cold / limit = {ours / limit:.2f}")
     record("overheads", sha256={"table": results, "limit_mb_s": limit},
            targets={"overhead-sha256": target(
-               "hashing and verifying a 1 GB artifact at disk speed (>= 90% of min(cold raw read, one core's in-memory sha256))",
+               "hashing and verifying a 1 GB artifact at disk speed "
+               "(>= 90% of min(cold raw read, one core's in-memory sha256))",
                f"sha256_file {ours:.0f} MB/s, Store.check {verify:.0f} MB/s cold; raw read "
                f"{results['raw read (dd bs=1M)']['cold_mb_s']:.0f} MB/s cold, in-memory sha256 {cpu:.0f} MB/s: "
                f"{ours / limit:.2f}x / {verify / limit:.2f}x of the limit; read-ahead reference "

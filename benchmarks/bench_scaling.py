@@ -45,7 +45,8 @@ MAX_SLOPE = 1.15
 SAMPLE_EVERY = 20
 
 CURVES = {  # name: (axis, sizes, where the code lives)
-    "generate-prep": ("documents", DOC_SIZES, "harness/stages/generate.py sample_documents + harness/prompts PromptBuilder.build"),
+    "generate-prep": ("documents", DOC_SIZES,
+                      "harness/stages/generate.py sample_documents + harness/prompts PromptBuilder.build"),
     "negatives-prep": ("documents", DOC_SIZES, "harness/stages/negatives.py run (BM25 stubbed)"),
     "rerank-prep": ("documents", DOC_SIZES, "harness/stages/rerank.py run (model stubbed)"),
     "evaluate": ("queries", QUERY_SIZES, "harness/evaluate.py evaluate"),
@@ -110,8 +111,7 @@ def step_generate_prep(size: int, work: Path) -> float:
 
 
 def step_negatives_prep(size: int, work: Path) -> float:
-    from harness.stages import Context
-    from harness.stages import negatives
+    from harness.stages import Context, negatives
     from harness.store import Building
 
     folder = prepared(size)
@@ -138,8 +138,7 @@ def step_negatives_prep(size: int, work: Path) -> float:
 
 def step_rerank_prep(size: int, work: Path) -> float:
     import harness.models.rerankers as rerankers
-    from harness.stages import Context
-    from harness.stages import rerank
+    from harness.stages import Context, rerank
     from harness.store import Building
 
     folder = prepared(size)
@@ -235,7 +234,7 @@ def slope(sizes, values) -> float:
     """Least-squares slope of log(value) against log(size)."""
     xs, ys = [math.log(s) for s in sizes], [math.log(max(v, 1e-9)) for v in values]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
 @pytest.mark.parametrize("curve", list(CURVES))
@@ -266,7 +265,8 @@ def test_scaling(benchmark, curve, tmp_path):
     mem_slope = slope([p["size"] for p in points], [max(p["step_mb"], 1.0) for p in points])
     print(f"\n{curve} ({where}), by {axis}: time slope {time_slope:.2f}, step-memory slope {mem_slope:.2f}")
     for p in points:
-        print(f"  {p['size']:>12,} {axis:<9} {p['seconds']:9.3f} s  peak {p['peak_mb']:8.0f} MB  step {p['step_mb']:8.0f} MB")
+        print(f"  {p['size']:>12,} {axis:<9} {p['seconds']:9.3f} s  peak {p['peak_mb']:8.0f} MB  "
+              f"step {p['step_mb']:8.0f} MB")
     record("scaling", curves={curve: {"axis": axis, "where": where, "points": points, "time_slope": time_slope,
                                       "memory_slope": mem_slope}},
            targets={f"scaling-{curve}": target(

@@ -96,7 +96,7 @@ def slope(sizes, values) -> float:
     """Least-squares slope of log(value) against log(size)."""
     xs, ys = [math.log(x) for x in sizes], [math.log(max(v, 1e-9)) for v in values]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
 # --- plots ------------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def plot_scaling(curves: dict) -> list[str]:
         cols = 3
         rows = math.ceil(len(names) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-        for ax, name in zip(axes.flat, names):
+        for ax, name in zip(axes.flat, names, strict=False):
             curve = curves[name]
             xs = [p["size"] for p in curve["points"]]
             ys = [max(p[key], 1e-3) for p in curve["points"]]

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reproduce synthetic-data IR (InPars-v1, InPars-v2, Promptagator) on BEIR, fetched or regenerated.",
     )
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
-    parser.add_argument("--home", type=Path, default=None, help="the artifact store (default: $HARNESS_HOME or ~/.cache/harness)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="the artifact store (default: $HARNESS_HOME or ~/.cache/harness)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run a recipe over datasets, then compare with the papers")
     _add_run_options(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where results files go (default: ./results)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="where results files go (default: ./results)")
 
     for name, help_ in (("compare", "compare results with the reported tables (or our pinned results)"),
                         ("table", "render results and references as a table for papers")):
@@ -122,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-hash the store against the manifests")
     p.add_argument("keys", nargs="*", metavar="KEY")
-    p.add_argument("--evict", action="store_true", help="remove corrupt artifacts (they are rebuilt or re-fetched next run)")
+    p.add_argument("--evict", action="store_true",
+                   help="remove corrupt artifacts (they are rebuilt or re-fetched next run)")
 
     p = sub.add_parser("publish", help="upload an artifact to a Hub repo and record it in the user registry")
     p.add_argument("key", help="artifact key (see `harness list artifacts`)")
@@ -258,7 +261,8 @@ def _reproduce(args, recipe, datasets, runner) -> int:
     from harness.runner import available_locally
     from harness.tables import markdown
 
-    print(f"harness reproduce {recipe.name} v{recipe.version}" + (f" (modified: {recipe.modified})" if recipe.modified else "")
+    modified = f" (modified: {recipe.modified})" if recipe.modified else ""
+    print(f"harness reproduce {recipe.name} v{recipe.version}{modified}"
           + f", mode {args.mode}, {len(datasets)} dataset(s)" + (", executor ray" if args.executor == "ray" else ""))
     runner.check_gaps(datasets)  # fetch mode: stop before any work when a published stage cannot be fetched
     done, skipped = [], []
@@ -281,7 +285,8 @@ def _reproduce(args, recipe, datasets, runner) -> int:
             continue
         modes = [o.mode for o in result.outcomes]
         print(f"  {dataset:<22} " + "  ".join(f"{m} {result.metrics[m]:.4f}" for m in MEASURES if m in result.metrics)
-              + f"   ({modes.count('reuse')} reused, {modes.count('fetch')} fetched, {modes.count('regenerate')} built)")
+              + f"   ({modes.count('reuse')} reused, {modes.count('fetch')} fetched, "
+              f"{modes.count('regenerate')} built)")
         done.append(dataset)
     print(f"done in {time.time() - started:.1f}s; results in {args.results_dir / recipe.name}")
     if done and not recipe.modified and not args.limit_queries:

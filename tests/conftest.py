@@ -7,6 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.localhub import configure_clients, local_hub  # noqa: F401  - the local Hub fixture, for every test module
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own tmpdir plugin has set up the session's temporary folder
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the Hub clients (and torch's compile cache) into the session's temporary folder through their
+    public environment variables, before any test module imports them; subprocesses inherit the same."""
+    # The factory behind the `tmp_path_factory` fixture: fixtures do not exist yet when this hook runs.
+    session_tmp = config._tmp_path_factory.mktemp("clients", numbered=False)
+    # torch makes <system temp>/torchinductor_<user> at import unless told where its compile cache goes.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(session_tmp / "torchinductor")
+    configure_clients(session_tmp / "hf_home")
+
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
@@ -36,5 +49,3 @@ def beir_dir() -> Path:
         pytest.skip("real SciFact not available (set HARNESS_BEIR_DIR to a folder holding scifact/)")
     return Path(env)
 
-
-from tests.localhub import local_hub  # noqa: E402,F401  - the local Hub fixture, for every test module

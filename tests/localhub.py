@@ -18,10 +18,11 @@ Usage in a test, through the ``local_hub`` fixture defined at the bottom of this
         sha = local_hub.add_repo("org/model", files={"config.json": b"{}"})
         path = huggingface_hub.hf_hub_download("org/model", "config.json", revision=sha)
 
-The fixture points ``HF_ENDPOINT`` and the already-imported ``huggingface_hub`` / ``datasets``
-constants at the server, and moves every cache and token path into ``tmp_path``. For a hub shared
-by several tests, start a ``LocalHub`` yourself and call ``point_clients_at(hub, home, monkeypatch)``
-in a function-scoped fixture (``hub.reset()`` clears it between tests).
+The clients are pointed at the server through their public environment variables (``HF_ENDPOINT``,
+``HF_HOME``, ``HF_HUB_CACHE``, ``HF_DATASETS_CACHE``, the offline switches...), set once per session
+before they are imported (``configure_clients``, from tests/conftest.py); every cache and token path
+is in the session's temporary folder. The fixture hands each test the session's hub, emptied, with
+empty client caches. Client code run in a subprocess inherits the same environment.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import hashlib
 import http.server
 import itertools
 import json
+import os
+import shutil
 import socket
 import sys
 import threading
@@ -44,7 +47,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
-__all__ = ["LocalHub", "files_from_dir", "local_hub", "point_clients_at"]
+__all__ = ["LocalHub", "client_environment", "configure_clients", "files_from_dir", "local_hub"]
 
 REPO_TYPES = ("model", "dataset", "space")
 
@@ -495,6 +498,10 @@ class LocalHub:
         segments = [unquote(s) for s in raw_segments]
         query = parse_qs(split.query, keep_blank_values=True)
         path = unquote(split.path)
+        if path == "/api/agent-harnesses":
+            # huggingface_hub fetches its AI-agent registry once per process, before its first request (for
+            # the user-agent): the client's own housekeeping, so it is neither logged nor subject to faults.
+            return h.send_json({"standardEnvVars": [], "harnesses": {}})
         self.requests.append((h.command, path))
         self.request_log.append(SeenRequest(h.command, path, query, {k.lower(): v for k, v in h.headers.items()}))
         body = h.read_body() if h.command in ("POST", "PUT") else b""
@@ -537,8 +544,6 @@ class LocalHub:
                 return self._api_create_repo(h, json.loads(body or b"{}"))
             if rest == ["validate-yaml"] and method == "POST":
                 return h.send_json({"errors": [], "warnings": []})
-            if rest == ["agent-harnesses"]:
-                return h.send_json({"standardEnvVars": [], "harnesses": {}})
             if rest[:1] == ["telemetry"]:
                 return h.send_json({})
             if rest and rest[0] in ("models", "datasets", "spaces"):
@@ -926,129 +931,92 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def point_clients_at(hub: LocalHub, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Redirect huggingface_hub (and datasets, when imported) to `hub`, with caches under `home`.
-
-    huggingface_hub copies HF_ENDPOINT and the cache/token paths into module constants at import
-    time, and a module-level `HfApi()` instance keeps its own endpoint; setting the environment is
-    not enough once the library is imported, so the constants are patched too.
-    """
-    import huggingface_hub.hf_api
-    from huggingface_hub import constants
-
-    hub_cache = home / "hub"
-    env = {
-        "HF_ENDPOINT": hub.url,
+# The clients (huggingface_hub, and through it transformers and datasets) read their endpoint, cache and
+# token locations from these public environment variables once, when they are first imported; so they
+# are set once per test session, before any test module is imported (`configure_clients`, called from
+# tests/conftest.py's `pytest_configure`). The session's hub keeps one url for the whole session.
+def client_environment(endpoint: str, home: Path) -> dict[str, str]:
+    """The environment that points the clients at `endpoint`, with every cache and token path under `home`."""
+    return {
+        "HF_ENDPOINT": endpoint,
         "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(hub_cache),
+        "HF_HUB_CACHE": str(home / "hub"),
         "HF_ASSETS_CACHE": str(home / "assets"),
         "HF_XET_CACHE": str(home / "xet"),
         "HF_TOKEN_PATH": str(home / "token"),
         "HF_DATASETS_CACHE": str(home / "datasets"),
         "HF_MODULES_CACHE": str(home / "modules"),
+        "HF_HUB_OFFLINE": "0",  # not offline: the clients talk to the local hub (a test may switch it on)
+        "HF_DATASETS_OFFLINE": "0",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
         "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "HF_UPDATE_DOWNLOAD_COUNTS": "0",
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    # No token from anywhere, and not offline (a test suite may set offline mode globally).
-    for name in (
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_OIDC_RESOURCE",
-        "HUGGINGFACE_CO_STAGING",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-        "HF_DATASETS_OFFLINE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HUGGINGFACE_ASSETS_CACHE",
-    ):
-        monkeypatch.delenv(name, raising=False)
 
-    patched = {
-        "ENDPOINT": hub.url,
-        "HUGGINGFACE_CO_URL_TEMPLATE": hub.url + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_URL_HOSTS": frozenset(constants.HF_URL_HOSTS | {hub.host}),
-        "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(hub_cache),
-        "HUGGINGFACE_HUB_CACHE": str(hub_cache),
-        "default_cache_path": str(hub_cache),
-        "HF_ASSETS_CACHE": str(home / "assets"),
-        "HUGGINGFACE_ASSETS_CACHE": str(home / "assets"),
-        "default_assets_cache_path": str(home / "assets"),
-        "HF_XET_CACHE": str(home / "xet"),
-        "HF_TOKEN_PATH": str(home / "token"),
-        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
-        "CHECK_FOR_UPDATE_DONE_PATH": str(home / ".check_for_update_done"),
-        "CHECK_FOR_SKILL_UPDATE_DONE_PATH": str(home / ".check_for_skill_update_done"),
-        "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json"),
-        "HF_HUB_OFFLINE": False,
-        "HF_HUB_DISABLE_TELEMETRY": True,
-        "HF_HUB_DISABLE_IMPLICIT_TOKEN": True,
-        "HF_HUB_DISABLE_UPDATE_CHECK": True,
-    }
-    for name, value in patched.items():
-        if hasattr(constants, name):
-            monkeypatch.setattr(constants, name, value)
-    # `huggingface_hub.model_info` & co. are bound methods of this instance, created at import.
-    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", hub.url)
-    # Modules that did `from ..constants import X` hold their own copy.
-    for module_name, attr, value in (
-        ("huggingface_hub.utils._cache_manager", "HF_HUB_CACHE", str(hub_cache)),
-        ("huggingface_hub.utils._cache_assets", "HF_ASSETS_CACHE", str(home / "assets")),
-    ):
-        if module_name in sys.modules and hasattr(sys.modules[module_name], attr):
-            monkeypatch.setattr(sys.modules[module_name], attr, value)
-    # The first request of a process fetches an "AI agent" registry from ENDPOINT/api/agent-harnesses
-    # to build the user-agent; pre-seed it empty so that request never pollutes `hub.requests`.
-    detect = sys.modules.get("huggingface_hub.utils._detect_agent")
-    if detect is not None and hasattr(detect, "_registry"):
-        monkeypatch.setattr(detect, "_registry", {"standardEnvVars": [], "harnesses": {}})
 
-    # datasets copies HF_ENDPOINT and its cache paths at import as well; patch only if it is loaded
-    # (importing it is slow, and a later import reads the environment set above).
-    ds_config = sys.modules.get("datasets.config")
-    if ds_config is not None:
-        datasets_cache = home / "datasets"
-        for name, value in {
-            "HF_ENDPOINT": hub.url,
-            "HUB_DATASETS_URL": hub.url + "/datasets/{repo_id}/resolve/{revision}/{path}",
-            "HF_CACHE_HOME": str(home),
-            "HF_DATASETS_CACHE": datasets_cache,
-            "HF_MODULES_CACHE": home / "modules",
-            "DOWNLOADED_DATASETS_PATH": datasets_cache / "downloads",
-            "EXTRACTED_DATASETS_PATH": datasets_cache / "downloads" / "extracted",
-            "HF_HUB_OFFLINE": False,
-            "HF_DATASETS_OFFLINE": False,
-            "HF_UPDATE_DOWNLOAD_COUNTS": False,
-        }.items():
-            if hasattr(ds_config, name):
-                monkeypatch.setattr(ds_config, name, value)
-    tf_hub = sys.modules.get("transformers.utils.hub")
-    if tf_hub is not None and hasattr(tf_hub, "HF_MODULES_CACHE"):
-        monkeypatch.setattr(tf_hub, "HF_MODULES_CACHE", str(home / "modules"))
+# No token from anywhere, no staging hub, no legacy cache variables that would win over the ones above.
+CLIENT_ENVIRONMENT_UNSET = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HUGGINGFACE_CO_STAGING",
+                            "TRANSFORMERS_OFFLINE", "HUGGINGFACE_HUB_CACHE", "HUGGINGFACE_ASSETS_CACHE")
 
-    _reset_client_state()
+_session: tuple[LocalHub, Path] | None = None
+
+
+def configure_clients(home: Path) -> LocalHub:
+    """Choose the session hub's port and point the clients' environment at it, with caches under `home`.
+
+    Must run before huggingface_hub is imported. The hub listens only while a test uses `local_hub`;
+    between such tests its port refuses connections, as an unreachable Hub would.
+    """
+    global _session
+    if "huggingface_hub" in sys.modules:
+        raise RuntimeError("huggingface_hub was imported before the test clients' environment was set; "
+                           "import it inside tests, not in a plugin or at conftest import time")
+    hub = LocalHub().start()  # binds a free port, which stays the hub's for the session
+    hub.stop()
+    os.environ.update(client_environment(hub.url, home))
+    for name in CLIENT_ENVIRONMENT_UNSET:
+        os.environ.pop(name, None)
+    _session = (hub, home)
+    return hub
+
+
+def _empty_client_caches(home: Path) -> None:
+    """Forget what earlier tests downloaded, so a test sees an empty cache as it would on a new machine."""
+    if home.is_dir():
+        for child in home.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
 
 
 def _reset_client_state() -> None:
-    """Forget pooled connections and cached filesystem instances bound to a previous endpoint."""
+    """Forget pooled connections and cached filesystem instances (public client functions)."""
     from huggingface_hub import HfFileSystem
     from huggingface_hub.utils import close_session
 
     close_session()
-    # fsspec caches HfFileSystem instances by constructor args; an instance created for an earlier
-    # hub (another port) would otherwise be reused.
+    # fsspec caches HfFileSystem instances by constructor args; drop those of earlier tests.
     HfFileSystem.clear_instance_cache()
 
 
 @pytest.fixture
-def local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
-    """A running `LocalHub`; huggingface_hub/transformers/datasets talk to it, caches in tmp_path."""
-    hub = LocalHub().start()
+def local_hub() -> Iterator[LocalHub]:
+    """The session's `LocalHub`, emptied and listening; the clients talk to it, their caches start empty."""
+    if _session is None:
+        raise RuntimeError("configure_clients() was not called: tests/conftest.py's pytest_configure calls it")
+    hub, home = _session
+    from huggingface_hub import constants
+
+    if constants.ENDPOINT != hub.url:
+        raise RuntimeError(f"huggingface_hub talks to {constants.ENDPOINT}, not the local hub {hub.url}: "
+                           "it was imported before configure_clients() set HF_ENDPOINT")
+    hub.reset()
+    _empty_client_caches(home)
+    _reset_client_state()
+    hub.start()
     try:
-        point_clients_at(hub, tmp_path / "hf_home", monkeypatch)
         yield hub
     finally:
         hub.stop()

@@ -48,13 +48,14 @@ def _read(path: str | Path) -> bytes:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_fixture_points_clients_at_local_hub(local_hub: LocalHub, tmp_path: Path):
+def test_fixture_points_clients_at_local_hub(local_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory):
     assert local_hub.url.startswith("http://127.0.0.1:")
     assert os.environ["HF_ENDPOINT"] == local_hub.url
     assert hf_constants.ENDPOINT == local_hub.url
     assert hf_constants.HUGGINGFACE_CO_URL_TEMPLATE.startswith(local_hub.url + "/")
     assert huggingface_hub.hf_api.api.endpoint == local_hub.url
-    assert Path(hf_constants.HF_HUB_CACHE).is_relative_to(tmp_path)
+    assert Path(hf_constants.HF_HUB_CACHE).is_relative_to(tmp_path_factory.getbasetemp())
+    assert not any(Path(hf_constants.HF_HUB_CACHE).glob("*"))  # each test starts with an empty cache
     assert hf_constants.HF_HUB_DISABLE_TELEMETRY
     assert "HF_TOKEN" not in os.environ
     assert hf_hub_url(MODEL, "a.txt").startswith(local_hub.url + "/org/tiny-model/resolve/main/")

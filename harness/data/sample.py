@@ -78,7 +78,9 @@ def build(out: Path) -> dict:
         doc = {"_id": f"d{i:04d}", **_doc(rng, topic, words, vocab)}
         docs.append(doc)
         doc_words[doc["_id"]] = sorted(set(doc["text"].lower().replace(".", "").split()) & set(vocab))
-    queries, test, train = [], {}, {}
+    queries: list[dict] = []
+    test: dict[str, dict[str, int]] = {}
+    train: dict[str, dict[str, int]] = {}
     picked = rng.sample([d["_id"] for d in docs], N_TEST + N_TRAIN)
     for n, doc_id in enumerate(picked):
         words = doc_words[doc_id]

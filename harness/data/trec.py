@@ -36,7 +36,8 @@ def read_run(path: Path) -> Run:
                 try:
                     rows.setdefault(qid, []).append((float(score), int(rank), docid))
                 except ValueError:
-                    raise HarnessError(f"{path} line {number}: rank {rank!r} or score {score!r} is not a number.") from None
+                    raise HarnessError(
+                        f"{path} line {number}: rank {rank!r} or score {score!r} is not a number.") from None
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{path}: not UTF-8 text ({exc.reason}).") from None
     if not rows:

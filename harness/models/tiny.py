@@ -24,7 +24,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError, close_matches
 
@@ -261,7 +261,8 @@ def _gpt2_tokenizer(texts: list[str], vocab_size: int) -> tuple[Tokenizer, dict]
     tokens = _vocab_by_id(data["model"]["vocab"])
     tokens += _fillers("Ġ", tokens, vocab_size - 1 - len(tokens))  # 'Ġ' is the byte-level space
     tokens.append(eos)  # id vocab_size-1, as GPT-2's 50256
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
+    pairs = (m.split(" ", 1) if isinstance(m, str) else m for m in data["model"]["merges"])
+    merges = [(first, second) for first, second in pairs]
     tok = pipeline(Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)))
     tok.add_special_tokens([AddedToken(eos, special=True, normalized=False)])
     config = {
@@ -315,7 +316,7 @@ def _t5_tokenizer(texts: list[str], vocab_size: int, extra_ids: int) -> tuple[To
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
-    config = {
+    config: dict[str, Any] = {
         "model_max_length": 512,
         "model_input_names": ["input_ids", "attention_mask"],
         "special": {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"},
@@ -463,24 +464,26 @@ def _model(kind: str, size: str, vocab_size: int):
         from transformers import T5Config, T5ForConditionalGeneration
 
         layers = shape.pop("num_layers")
+        # Keywords every PreTrainedConfig takes, beyond the fields T5Config declares.
+        common: dict[str, Any] = {"tie_word_embeddings": True, "decoder_start_token_id": 0}
         config = T5Config(
             num_layers=layers,
             num_decoder_layers=layers,
             feed_forward_proj="relu",  # T5 v1.0, monoT5's base
             relative_attention_num_buckets=32,
             relative_attention_max_distance=128,
-            tie_word_embeddings=True,
             pad_token_id=0,
             eos_token_id=1,
-            decoder_start_token_id=0,
             is_encoder_decoder=True,
+            **common,
             **shape,
         )
         return T5ForConditionalGeneration(config)
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(max_position_embeddings=512, type_vocab_size=2, pad_token_id=0, num_labels=1, **shape)
-    return BertForSequenceClassification(config)
+    labels: dict[str, Any] = {"num_labels": 1}  # a PreTrainedConfig keyword, not a declared BertConfig field
+    bert = BertConfig(max_position_embeddings=512, type_vocab_size=2, pad_token_id=0, **labels, **shape)
+    return BertForSequenceClassification(bert)
 
 
 def _generation_config(kind: str, eos: int):

@@ -65,15 +65,14 @@ class Context:
     dataset: str
     device: str = "cpu"
     data_dir: Path | None = None
-    progress: Callable[..., Any] | None = None
-    options: dict = field(default_factory=dict)
+    progress: bool = True  # False: no progress bars (`--quiet`)
     executor: Any = field(default_factory=_local_executor)
 
     def bar(self, total: int | None, desc: str):
         """A progress bar (items, rate, time left) on stderr; silent where progress is off."""
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=f"{self.dataset} {desc}", unit="it", disable=self.progress is False,
+        return tqdm(total=total, desc=f"{self.dataset} {desc}", unit="it", disable=not self.progress,
                     leave=False, dynamic_ncols=True)
 
 
@@ -197,7 +196,8 @@ def _explain(exc: ValidationError, model: type[BaseModel]) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(model.model_fields)
-            parts.append(f"unknown key {loc!r}{close_matches(str(err['loc'][-1]), model.model_fields)} Allowed: {allowed}.")
+            hint = close_matches(str(err["loc"][-1]), model.model_fields)
+            parts.append(f"unknown key {loc!r}{hint} Allowed: {allowed}.")
         else:
             parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r}).")
     return " ".join(parts)

@@ -103,8 +103,9 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
                 row, positive = rows[n], rows[n]["doc_id"]
                 query_id = row.get("query_id") or f"syn-{positive}"
                 twins = twins_of[digest_of[positive]]
+                rng = query_rng(params.seed, query_id, row["query"])
                 negatives = pick_negatives([d for d, _ in hits.get(str(n), [])], positive, twins,
-                                           params.n_negatives, params.sampling, query_rng(params.seed, query_id, row["query"]))
+                                           params.n_negatives, params.sampling, rng)
                 if not negatives:
                     counts["no_negative"] += 1
                 counts["triples"] += len(negatives)

@@ -122,7 +122,7 @@ class Watcher(threading.Thread):
 def count_progress_files(folder: Path) -> int:
     """Finished work files (shards, checkpoints) under a build folder: not temporary, not the manifest."""
     count = 0
-    for dirpath, _, files in os.walk(folder):
+    for _dirpath, _, files in os.walk(folder):
         count += sum(1 for f in files if not f.endswith((".tmp", ".lock", ".incomplete")) and f != "manifest.json")
     return count
 

@@ -198,7 +198,8 @@ DATA = {
     "queries: missing text": ("queries.jsonl", jsonl(QUERIES + [{"_id": "q9"}]), ["queries.jsonl", "text"]),
     "queries: duplicate id": ("queries.jsonl", jsonl(QUERIES + [QUERIES[1]]), ["queries.jsonl", "duplicate", "q1"]),
     "queries: empty file": ("queries.jsonl", b"", ["queries.jsonl", "no queries"]),
-    "queries: latin-1": ("queries.jsonl", '{"_id": "q9", "text": "señal"}\n'.encode("latin-1"), ["queries.jsonl", "UTF-8"]),
+    "queries: latin-1": ("queries.jsonl", '{"_id": "q9", "text": "señal"}\n'.encode("latin-1"),
+                         ["queries.jsonl", "UTF-8"]),
     "qrels: two columns": ("qrels/test.tsv", b"q0\td0\n", ["test.tsv", "line 1", "3 columns"]),
     "qrels: five columns": ("qrels/test.tsv", b"q0 0 d0 1 x\n", ["test.tsv", "line 1"]),
     "qrels: score not an integer": ("qrels/test.tsv", b"q0\td0\thigh\n", ["test.tsv", "high"]),
@@ -285,8 +286,9 @@ def test_unknown_model_on_the_hub(local_hub, store, reliability):
             resolve("no-such-org/no-such-model", store.root, "0" * 40)
 
 
-@pytest.mark.parametrize("text", ["Example: {query}\n", "{query} then {document}", "Doc: {document} {document} {query}",
-                                  "Doc: {document}\n"], ids=["no document", "query first", "document twice", "no query"])
+@pytest.mark.parametrize("text", ["Example: {query}\n", "{query} then {document}",
+                                  "Doc: {document} {document} {query}", "Doc: {document}\n"],
+                         ids=["no document", "query first", "document twice", "no query"])
 def test_bad_prompt_template(tmp_path, reliability, text):
     from harness.prompts import load_template
 

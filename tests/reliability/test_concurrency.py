@@ -43,7 +43,7 @@ def test_concurrent_reproduce_builds_each_artifact_once(tmp_path, reliability):
     finally:
         watcher.stop()
     with reliability.trial("concurrency", f"{N_PROCESSES}x harness reproduce, same store and recipe"):
-        for code, out, err in results:
+        for code, _out, err in results:
             assert code == 0, f"a concurrent run failed:\n{err[-2000:]}"
         built: dict[str, int] = {}
         reused: dict[str, int] = {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -17,7 +16,8 @@ from hypothesis import strategies as st
 
 from harness.errors import HarnessError
 
-FUZZ = settings(max_examples=int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "60")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=20))
@@ -31,8 +31,8 @@ stage_params = st.dictionaries(st.sampled_from(["retriever", "k", "fields", "mod
                                                 "steps", "depth", "seed", "threads", "x"]), values, max_size=4)
 recipes = st.fixed_dictionaries(
     {"name": st.just("fuzz"), "version": st.one_of(st.integers(-2, 3), values), "changelog": values, "paper": values},
-    optional={k: values for k in RECIPE_KEYS if k not in ("name", "version", "changelog", "paper", "stages")} | {"stages": st.dictionaries(st.sampled_from(STAGE_NAMES + ["nope"]),
-                                                                             stage_params, max_size=3)},
+    optional={k: values for k in RECIPE_KEYS if k not in ("name", "version", "changelog", "paper", "stages")}
+    | {"stages": st.dictionaries(st.sampled_from(STAGE_NAMES + ["nope"]), stage_params, max_size=3)},
 )
 
 
@@ -50,30 +50,32 @@ def holds(reliability, what, call):
     reliability.record("fuzz", what, held=True)
 
 
-def _write(data: bytes, name: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    path = folder / name
+def _write(tmp_path_factory, data: bytes, name: str) -> Path:
+    """`data` as the file `name` in a new folder under pytest's session temp folder (the session-scoped
+    factory, because hypothesis runs one test function many times and `tmp_path` is made once per function)."""
+    path = tmp_path_factory.mktemp("fuzz") / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
 
 
-def _recipe_load(data: bytes):
+def _recipe_load(tmp_path_factory, data: bytes):
     from harness import recipes
 
-    return lambda: recipes.load(str(_write(data, "fuzz.yaml")))
+    return lambda: recipes.load(str(_write(tmp_path_factory, data, "fuzz.yaml")))
 
 
 @FUZZ
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
-def test_recipe_loader_on_random_text(reliability, data):
-    holds(reliability, "recipe loader: random text", _recipe_load(data))
+def test_recipe_loader_on_random_text(reliability, tmp_path_factory, data):
+    holds(reliability, "recipe loader: random text", _recipe_load(tmp_path_factory, data))
 
 
 @FUZZ
 @given(recipes)
-def test_recipe_loader_on_random_structures(reliability, recipe):
-    holds(reliability, "recipe loader: random structures", _recipe_load(yaml.safe_dump(recipe).encode()))
+def test_recipe_loader_on_random_structures(reliability, tmp_path_factory, recipe):
+    holds(reliability, "recipe loader: random structures",
+          _recipe_load(tmp_path_factory, yaml.safe_dump(recipe).encode()))
 
 
 @FUZZ
@@ -93,11 +95,11 @@ entries = st.lists(st.one_of(values, st.fixed_dictionaries(
 
 @FUZZ
 @given(st.one_of(st.binary(max_size=300), entries.map(lambda e: yaml.safe_dump({"entries": e}).encode())))
-def test_registry_loader(reliability, data):
+def test_registry_loader(reliability, tmp_path_factory, data):
     from harness.registry import Registry
 
     def load():
-        path = _write(data, "registry.yaml")
+        path = _write(tmp_path_factory, data, "registry.yaml")
         registry = Registry(path.parent, path)
         for entry_id in list(registry.entries)[:2]:
             registry.get(entry_id)
@@ -117,15 +119,15 @@ lines_of_bytes = st.one_of(st.binary(max_size=300), json_rows,
 
 @FUZZ
 @given(lines_of_bytes, st.booleans())
-def test_data_readers(reliability, data, gz):
+def test_data_readers(reliability, tmp_path_factory, data, gz):
     import gzip
 
     from harness.data import beir, trec
 
     name = "f.jsonl.gz" if gz else "f.jsonl"
-    path = _write(gzip.compress(data) if gz and data[:1] != b"x" else data, name)
+    path = _write(tmp_path_factory, gzip.compress(data) if gz and data[:1] != b"x" else data, name)
     holds(reliability, "corpus reader", lambda: list(beir.iter_corpus(path)))
     holds(reliability, "queries reader", lambda: beir.read_queries(path))
     holds(reliability, "qrels reader", lambda: beir.read_qrels(path))
-    plain = _write(data, "run.trec")
+    plain = _write(tmp_path_factory, data, "run.trec")
     holds(reliability, "TREC run reader", lambda: trec.read_run(plain))

@@ -36,7 +36,8 @@ def base(tmp_path_factory):
     store = Store(root)
     params = corpus_stage.Params(dataset="sample", source="builtin", fingerprint="reliability")
     key = artifact_key("corpus", corpus_stage.STAGE.version, params.key_params(), {})
-    corpus, _ = store.get_or_build(key, lambda out: corpus_stage.run({}, params, out, Context(store, "sample", progress=False)),
+    ctx = Context(store, "sample", progress=False)
+    corpus, _ = store.get_or_build(key, lambda out: corpus_stage.run({}, params, out, ctx),
                                    kind="dataset", stage="corpus", params=params.key_params(), inputs={})
 
     class Base:

@@ -117,7 +117,7 @@ def test_error_burst_longer_than_the_retries(hub, store, reliability):
         waits = hub.waits.hf + hub.waits.harness
         assert waits, "no backoff between the retries"
         for series in (hub.waits.hf, hub.waits.harness):
-            assert all(b >= a for a, b in zip(series, series[1:])), f"backoff does not grow: {series}"
+            assert all(b >= a for a, b in zip(series, series[1:], strict=False)), f"backoff does not grow: {series}"
         assert store.keys() == []
         hub.reset_faults()
         fetched_ok(store)
