@@ -124,7 +124,7 @@ def needed_flops(config, prefix: int, prompts: list[int], generated: list[int]) 
     forward with logits per generated token but the last (the first comes from the prompt's last position)."""
     head = 2.0 * config.n_embd * config.vocab_size
     total = sum(gpt2_forward_flops(config, c + 1) for c in range(prefix))
-    for length, new in zip(prompts, generated):
+    for length, new in zip(prompts, generated, strict=True):
         total += sum(gpt2_forward_flops(config, c + 1) for c in range(prefix, length)) + head
         total += sum(gpt2_forward_flops(config, length + t + 1) + head for t in range(new - 1))
     return total
@@ -153,7 +153,7 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
     harness_ids = [g.token_ids for g in gens]
     n_tokens = sum(len(ids) for ids in harness_ids)
     flops = needed_flops(lm.model.config, len(prefix), [len(p) for p in prompts], [len(ids) for ids in harness_ids])
-    shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings)]
+    shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings, strict=True)]
     median = matmul_ceiling.median_run(shares)
     harness_s, ceiling = runs[median], ceilings[median]
     lengths = [len(p) for p in prompts]
@@ -172,7 +172,7 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
         print(f"  {name:<12} {row['tokens_per_s']:7.1f} generated tokens/s, {row['prompts_per_s']:5.2f} prompts/s "
               f"({row['seconds']:.1f} s), {row['speedup_vs_authors_b1']:.2f}x authors_b1, "
               f"{row['ceiling_share']:.1%} of the float32 matmul ceiling")
-    print("  harness runs: " + ", ".join(f"{t:.1f} s = {x:.1%} of {c:.0f}" for t, x, c in zip(runs, shares, ceilings))
+    print("  harness runs: " + ", ".join(f"{t:.1f} s = {x:.1%} of {c:.0f}" for t, x, c in zip(runs, shares, ceilings, strict=True))
           + f" GFLOP/s (the median run above); ceiling samples {[round(c) for c in matmul_ceiling.samples]}")
     speedup = table[f"harness_b{BATCH}"]["speedup_vs_authors_b1"]
     share = table[f"harness_b{BATCH}"]["ceiling_share"]

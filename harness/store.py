@@ -10,9 +10,10 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from harness import __version__
 from harness.atomic import write_text_atomic
@@ -240,7 +241,7 @@ class Store:
     def get_or_build(
         self,
         key: str,
-        build: Callable[["Building"], None],
+        build: Callable[[Building], None],
         *,
         kind: str,
         stage: str,

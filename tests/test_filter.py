@@ -88,7 +88,7 @@ def test_reranker_strategy_scores_query_with_its_source_document(setup, monkeypa
 
     class Fake:
         def score(self, qs, ds):
-            calls.setdefault("pairs", []).extend(zip(qs, ds))
+            calls.setdefault("pairs", []).extend(zip(qs, ds, strict=True))
             return [0.1 * len(q) for q in qs]  # longer query, higher score
 
     def load_reranker(path, kind=None, *, device="cpu", dtype="float32", batch_size=32, max_length=512):

@@ -56,7 +56,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_reranker(store, tiny, mod
     rows = toy_triples()
     pos = reranker.score([r["query"] for r in rows], [r["positive"] for r in rows])
     neg = reranker.score([r["query"] for r in rows], [r["negative"] for r in rows])
-    assert sum(p > n for p, n in zip(pos, neg)) >= 0.75 * len(rows)
+    assert sum(p > n for p, n in zip(pos, neg, strict=True)) >= 0.75 * len(rows)
 
 
 def test_killed_training_resumes_to_identical_weights(store, tiny, monkeypatch):

@@ -100,7 +100,7 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
         for number in range(work.n_shards):
             for row in beir.read_jsonl(work.file(number)):
                 fh.write(json.dumps(row) + "\n")
-                reranked[row["query_id"]] = dict(zip(row["doc_ids"], row["scores"]))
+                reranked[row["query_id"]] = dict(zip(row["doc_ids"], row["scores"], strict=True))
     for q in qids:
         result[q] = merge(hits[q], reranked[q], params.depth)
     write_run(result, out.path / "run.trec", tag="rerank")
