@@ -1,7 +1,7 @@
 """GPU benchmark: monoT5-3B reranking, GPT-J-6B generation and monoT5-3B training against the authors' loops.
 
-One command, about 3-7 minutes on one H200 (estimated, not yet run there) (random weights of the real shapes, built from configs: nothing is
-downloaded), writing `benchmarks/results/gpu.json` after each part:
+One command, about 3-7 minutes on one H200 (estimated, not yet run there) (random weights of the real shapes,
+built from configs: nothing is downloaded), writing `benchmarks/results/gpu.json` after each part:
 
     python benchmarks/bench_gpu.py [--out benchmarks/results/gpu.json] [--tiny]
 
@@ -249,7 +249,8 @@ def authors_generate(model, tok, prompts: list[str], new_tokens: int, budget_s: 
     with torch.no_grad():
         for prompt in prompts:
             tokens = tok([prompt], padding=True, truncation=True, return_tensors="pt").to(model.device)
-            outputs = model.generate(input_ids=tokens["input_ids"].long(), attention_mask=tokens["attention_mask"].long(),
+            outputs = model.generate(input_ids=tokens["input_ids"].long(),
+                                     attention_mask=tokens["attention_mask"].long(),
                                      max_new_tokens=new_tokens, output_scores=True, return_dict_in_generate=True,
                                      eos_token_id=newline, bos_token_id=tok.bos_token_id, pad_token_id=tok.eos_token_id,
                                      do_sample=False)

@@ -16,7 +16,8 @@ Everything is recorded into `benchmarks/results/rerank.json` for `benchmarks/rep
 
 Run: python -m pytest benchmarks/bench_rerank.py --benchmark-enable -p no:cacheprovider -s
 Shapes: HARNESS_BENCH_SHAPES (default "small,base"). Pairs: HARNESS_BENCH_PAIRS (default 480 for t5-small) and
-HARNESS_BENCH_PAIRS_BASE (default 480 for t5-base, about 13 min in float32 and longer in bf16 on 2 cores); the issue's baseline used 6,400, which takes hours here.
+HARNESS_BENCH_PAIRS_BASE (default 480 for t5-base, about 13 min in float32 and longer in bf16 on 2 cores); the issue's
+baseline used 6,400, which takes hours here.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def _report(name, pairs, authors, scores, seconds, ceiling=None):
     diff = max(abs(a - b) for a, b in zip(authors_scores, scores, strict=True))
     unsorted = [list(range(i, min(n, i + AUTHORS_BATCH))) for i in range(0, n, AUTHORS_BATCH)]
     flops = useful_flops(path, lengths)
-    print(f"\nmonoT5-{shape} shape: {n} pairs, lengths {min(lengths)}..{max(lengths)} (mean {sum(lengths) / n:.0f}) tokens")
+    print(f"\nmonoT5-{shape} shape: {n} pairs, lengths {min(lengths)}..{max(lengths)} "
+          f"(mean {sum(lengths) / n:.0f}) tokens")
     print(f"  authors' loop (batch {AUTHORS_BATCH}, unsorted, generate): {n / authors_s:6.1f} pairs/s, "
           f"padding {_padding(lengths, unsorted):.0%}")
     print(f"  harness {name} (batch {BATCH}, length-sorted, 1 encoder pass + 1 decoder step): {n / seconds:6.1f} "
@@ -175,7 +177,8 @@ def test_rerank_float32_vs_authors_loop(benchmark, pairs, authors, matmul_ceilin
     flops = useful_flops(path, lengths)
     shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings, strict=True)]
     median = matmul_ceiling.median_run(shares)
-    how = (f"the median of {len(runs)} runs: " + ", ".join(f"{x:.1%} of {c:.0f}" for x, c in zip(shares, ceilings, strict=True))
+    how = (f"the median of {len(runs)} runs: "
+           + ", ".join(f"{x:.1%} of {c:.0f}" for x, c in zip(shares, ceilings, strict=True))
            + "; each against the higher of the sustained ceilings measured just before and after it")
     diff, speedup, share = _report("float32", pairs, authors, scores, runs[median], (ceilings[median], how))
     record("rerank", targets={

@@ -281,7 +281,8 @@ class Store:
             shutil.rmtree(work / ".work", ignore_errors=True)
             links = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_symlink())
             if links:  # a link can point anywhere: an artifact holds its own bytes only
-                raise HarnessError(f"Stage {stage} put symlink(s) {links[:3]} into artifact {key}; refusing to store it.")
+                raise HarnessError(
+                    f"Stage {stage} put symlink(s) {links[:3]} into artifact {key}; refusing to store it.")
             files = {}
             for file in sorted(p for p in work.rglob("*") if p.is_file()):
                 rel = file.relative_to(work).as_posix()

@@ -89,7 +89,8 @@ def postings(index_dir: Path) -> tuple[int, dict]:
     data, indices, indptr = scores["data"].tolist(), scores["indices"].tolist(), scores["indptr"].tolist()
     assert retriever.vocab_dict[""] == len(indptr) - 1  # bm25s's empty-token placeholder, past the columns
     table = {
-        term: list(zip(indices[indptr[column] : indptr[column + 1]], data[indptr[column] : indptr[column + 1]], strict=True))
+        term: list(zip(indices[indptr[column] : indptr[column + 1]], data[indptr[column] : indptr[column + 1]],
+                       strict=True))
         for term, column in retriever.vocab_dict.items()
         if term
     }

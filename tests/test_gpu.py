@@ -52,7 +52,8 @@ def test_bf16_reranking_scores_match_float32(models):
     cpu = load_reranker(models["t5"], "monot5", batch_size=16).score(queries, docs)
     full = load_reranker(models["t5"], "monot5", device=DEVICE, batch_size=16).score(queries, docs)
     half = load_reranker(models["t5"], "monot5", device=DEVICE, dtype="bfloat16", batch_size=16).score(queries, docs)
-    assert max(abs(a - b) for a, b in zip(full, cpu, strict=True)) < 1e-4  # float32 on the GPU (TF32 off by default) = the CPU
+    # float32 on the GPU (TF32 off by default) = the CPU
+    assert max(abs(a - b) for a, b in zip(full, cpu, strict=True)) < 1e-4
     assert max(abs(a - b) for a, b in zip(half, full, strict=True)) <= BF16_SCORE_TOLERANCE
     assert len(half) == len(queries) and all(0 < s < 1 for s in half)
 
@@ -121,7 +122,8 @@ def test_bf16_training_with_checkpointing_and_adafactor_resumes_exactly(tmp_path
     finally:
         torch.use_deterministic_algorithms(deterministic)
     assert whole.manifest["environment"]["device"] == DEVICE
-    assert (resumed.path / "model/model.safetensors").read_bytes() == (whole.path / "model/model.safetensors").read_bytes()
+    assert ((resumed.path / "model/model.safetensors").read_bytes()
+            == (whole.path / "model/model.safetensors").read_bytes())
     log = [json.loads(line) for line in whole.file("train_log.jsonl").read_text().splitlines()]
     assert resumed.file("train_log.jsonl").read_text() == whole.file("train_log.jsonl").read_text()
     assert len(log) == 6 and all(row["loss"] > 0 for row in log)

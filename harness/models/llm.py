@@ -273,7 +273,8 @@ def _load_sharded(kind: str, path: Path, *, dtype: str, device_map: str | None, 
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise HarnessError("`load_in_8bit` needs bitsandbytes on a CUDA machine: pip install 'harness[gpu]'.") from None
+            raise HarnessError(
+                "`load_in_8bit` needs bitsandbytes on a CUDA machine: pip install 'harness[gpu]'.") from None
         from transformers import BitsAndBytesConfig
 
         kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
@@ -355,5 +356,6 @@ def get_backend(name: str) -> type[LLM]:
     from harness.errors import close_matches
 
     if name not in BACKENDS:
-        raise HarnessError(f"Unknown LLM backend {name!r}.{close_matches(name, BACKENDS)} Backends: {', '.join(BACKENDS)}.")
+        raise HarnessError(
+            f"Unknown LLM backend {name!r}.{close_matches(name, BACKENDS)} Backends: {', '.join(BACKENDS)}.")
     return BACKENDS[name]

@@ -80,7 +80,8 @@ def _fit_template(tokenizer, template: str, query: str, doc: str, max_length: in
     return ids
 
 
-def encode_pairs(tokenizer, kind: str, queries: Sequence[str], docs: Sequence[str], max_length: int = 512) -> list[Encoded]:
+def encode_pairs(tokenizer, kind: str, queries: Sequence[str], docs: Sequence[str],
+                 max_length: int = 512) -> list[Encoded]:
     """Token ids for each (query, document) pair as the reranker of `kind` reads them, at most `max_length`."""
     if len(queries) != len(docs):
         raise ValueError(f"{len(queries)} queries but {len(docs)} documents")
