@@ -155,7 +155,8 @@ def worker(way: str, folder: Path, work: Path) -> dict:
 
         corpus_params = corpus_stage.Params(dataset="synthetic", fingerprint=str(folder))
         corpus = build(corpus_stage.STAGE, corpus_params, {},
-                       lambda i, p, out, c: out.summary.update(corpus_stage.normalize(beir.BeirFolder(folder), out.path)))
+                       lambda i, p, out, c: out.summary.update(
+                           corpus_stage.normalize(beir.BeirFolder(folder), out.path)))
         started = time.perf_counter()
         index = build(index_stage.STAGE, index_stage.Params(prebuilt="never"), {"corpus": corpus}, index_stage.run)
         timing["index_s"] = time.perf_counter() - started
@@ -314,7 +315,8 @@ def test_bm25_backends(benchmark, corpus, tmp_path, warm):
     print(f"  harness / fastest matching ({fastest}): {harness_ratio:.2f}x; pyserini CLI / bm25s: {bm25s_speedup:.2f}x")
 
     table = {way: {"documents": n_docs, "total_s": r["seconds"], "index_s": r["index_s"], "retrieve_s": r["retrieve_s"],
-                   "peak_mb": r["peak_mb"], "ndcg10": r["ndcg10"], "vs_fastest": r["seconds"] / results[fastest]["seconds"]}
+                   "peak_mb": r["peak_mb"], "ndcg10": r["ndcg10"],
+                   "vs_fastest": r["seconds"] / results[fastest]["seconds"]}
              for way, r in results.items()}
     targets = {
         f"bm25-harness-within-10pct-{name}": target(

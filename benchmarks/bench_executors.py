@@ -34,8 +34,8 @@ N_SHARDS = 6
 
 
 def generate_work(store, corpus, folder: Path):
-    from harness.stages import generate
     from harness.prompts import load_template
+    from harness.stages import generate
 
     params = generate.Params(model="tiny:gpt2", prompt="inpars-gbq", n_docs=120, seed=1, max_doc_tokens=64,
                              max_prompt_tokens=1024, max_new_tokens=16, do_sample=True, batch_size=16,

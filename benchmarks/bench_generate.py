@@ -9,8 +9,8 @@ A GPT-2-small-shaped model (random weights: `tiny:gpt2-small`) writes queries fo
   prefix run once into a `DynamicCache` that each batch continues from a copy of (`prefix_cache`); timed in
   HARNESS_BENCH_ROUNDS runs (default 3, each paying for its prefix), the matmul ceiling measured before the
   first and after each.
-Asserts identical greedy tokens; records the ≥3× target (met or not); prints generated tokens/s, prompts/s, the ratios and the
-share of the machine's float32 matmul ceiling reached on the FLOPs actually needed (the shared prefix once,
+Asserts identical greedy tokens; records the ≥3× target (met or not); prints generated tokens/s, prompts/s, the ratios
+and the share of the machine's float32 matmul ceiling reached on the FLOPs actually needed (the shared prefix once,
 each prompt's own tokens, one forward per generated token but the last), each run's share against the higher of
 the ceilings measured around it, the median run reported; records them in `benchmarks/results/generate.json`.
 
@@ -99,7 +99,8 @@ def authors_loop(tok, model, texts, batch_size):
             tokens = tok(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt").to(model.device)
             outputs = model.generate(
                 input_ids=tokens["input_ids"].long(), attention_mask=tokens["attention_mask"].long(),
-                max_new_tokens=NEW_TOKENS, output_scores=True, return_dict_in_generate=True,  # (return_dict: gone in v5)
+                # (return_dict: gone in v5)
+                max_new_tokens=NEW_TOKENS, output_scores=True, return_dict_in_generate=True,
                 eos_token_id=newline, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id, do_sample=False,
             )
             gen = outputs.sequences[:, tokens["input_ids"].shape[-1]:]
@@ -124,7 +125,7 @@ def needed_flops(config, prefix: int, prompts: list[int], generated: list[int]) 
     forward with logits per generated token but the last (the first comes from the prompt's last position)."""
     head = 2.0 * config.n_embd * config.vocab_size
     total = sum(gpt2_forward_flops(config, c + 1) for c in range(prefix))
-    for length, new in zip(prompts, generated):
+    for length, new in zip(prompts, generated, strict=True):
         total += sum(gpt2_forward_flops(config, c + 1) for c in range(prefix, length)) + head
         total += sum(gpt2_forward_flops(config, length + t + 1) + head for t in range(new - 1))
     return total
@@ -153,7 +154,7 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
     harness_ids = [g.token_ids for g in gens]
     n_tokens = sum(len(ids) for ids in harness_ids)
     flops = needed_flops(lm.model.config, len(prefix), [len(p) for p in prompts], [len(ids) for ids in harness_ids])
-    shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings)]
+    shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings, strict=True)]
     median = matmul_ceiling.median_run(shares)
     harness_s, ceiling = runs[median], ceilings[median]
     lengths = [len(p) for p in prompts]
@@ -172,7 +173,8 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
         print(f"  {name:<12} {row['tokens_per_s']:7.1f} generated tokens/s, {row['prompts_per_s']:5.2f} prompts/s "
               f"({row['seconds']:.1f} s), {row['speedup_vs_authors_b1']:.2f}x authors_b1, "
               f"{row['ceiling_share']:.1%} of the float32 matmul ceiling")
-    print("  harness runs: " + ", ".join(f"{t:.1f} s = {x:.1%} of {c:.0f}" for t, x, c in zip(runs, shares, ceilings))
+    print("  harness runs: "
+          + ", ".join(f"{t:.1f} s = {x:.1%} of {c:.0f}" for t, x, c in zip(runs, shares, ceilings, strict=True))
           + f" GFLOP/s (the median run above); ceiling samples {[round(c) for c in matmul_ceiling.samples]}")
     speedup = table[f"harness_b{BATCH}"]["speedup_vs_authors_b1"]
     share = table[f"harness_b{BATCH}"]["ceiling_share"]
@@ -180,10 +182,12 @@ def test_generation_throughput(benchmark, setup, matmul_ceiling):
     record("generate", table=table, setup={
         "prompts": len(prompts), "prompt_tokens": [min(lengths), max(lengths)], "shared_prefix_tokens": len(prefix),
         "max_new_tokens": NEW_TOKENS, "generated_tokens": n_tokens, "needed_gflop": flops / 1e9,
-        "ceiling_gflop_s": ceiling, "ceiling_samples": matmul_ceiling.samples, "ceiling_best_product": matmul_ceiling.best,
+        "ceiling_gflop_s": ceiling, "ceiling_samples": matmul_ceiling.samples,
+        "ceiling_best_product": matmul_ceiling.best,
         "harness_runs_s": runs, "harness_run_shares": shares},
         targets={
-            "generate-3x": target("GPT-2-small shape: the harness >= 3x the authors' batch-1 loop, identical greedy outputs",
+            "generate-3x": target("GPT-2-small shape: the harness >= 3x the authors' batch-1 loop, "
+                                  "identical greedy outputs",
                                   f"{speedup:.2f}x ({rate:.1f} vs {table['authors_b1']['tokens_per_s']:.1f} tokens/s)",
                                   speedup >= 3),
             "generate-ceiling": target("generation >= 65% of the float32 matmul ceiling on the FLOPs actually needed",

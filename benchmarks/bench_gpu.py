@@ -1,7 +1,7 @@
 """GPU benchmark: monoT5-3B reranking, GPT-J-6B generation and monoT5-3B training against the authors' loops.
 
-One command, about 3-7 minutes on one H200 (estimated, not yet run there) (random weights of the real shapes, built from configs: nothing is
-downloaded), writing `benchmarks/results/gpu.json` after each part:
+One command, about 3-7 minutes on one H200 (estimated, not yet run there) (random weights of the real shapes,
+built from configs: nothing is downloaded), writing `benchmarks/results/gpu.json` after each part:
 
     python benchmarks/bench_gpu.py [--out benchmarks/results/gpu.json] [--tiny]
 
@@ -101,7 +101,7 @@ def finite(value: float) -> float | None:
 
 def max_abs_diff(a: list[float], b: list[float]) -> float:
     """max |a - b|, NaN when either side holds a NaN (float16 overflow in the authors' loop, say)."""
-    diffs = [abs(x - y) for x, y in zip(a, b)]
+    diffs = [abs(x - y) for x, y in zip(a, b, strict=True)]
     return math.nan if any(math.isnan(d) for d in diffs) else max(diffs)
 
 
@@ -159,7 +159,7 @@ def one_token_words(tok, marker: str) -> list[str]:
     words = sorted(t[len(marker):] for t in tok.get_vocab() if t.startswith(marker) and t[len(marker):].isalpha()
                    and len(t) > len(marker) + 2)
     ids = tok([" " + w for w in words], add_special_tokens=False)["input_ids"]
-    return [w for w, i in zip(words, ids) if len(i) == 1]
+    return [w for w, i in zip(words, ids, strict=True) if len(i) == 1]
 
 
 # --- rerank ----------------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def bench_rerank(cfg: dict, device, tok, base) -> tuple[dict, dict]:
     log(f"rerank: harness bf16, batch {cfg['rerank_batch']}: {len(queries) / seconds:.1f} pairs/s ({seconds:.1f} s)")
     del reranker, harness_model
     authors_model = copy.deepcopy(base).to(torch.float16 if on_gpu else torch.float32)
-    prompts = [f"Query: {q} Document: {d} Relevant:" for q, d in zip(queries, docs)]
+    prompts = [f"Query: {q} Document: {d} Relevant:" for q, d in zip(queries, docs, strict=True)]
     authors_loop(authors_model, tok, prompts[:AUTHORS_RERANK_BATCH])  # warm-up
     authors, authors_s = timed(device, authors_loop, authors_model, tok, prompts, AUTHORS_RERANK_BATCH)
     log(f"rerank: authors' loop fp16, batch {AUTHORS_RERANK_BATCH}: {len(prompts) / authors_s:.1f} pairs/s")
@@ -220,7 +220,7 @@ def make_prompts(tok, n: int, seed: int = 1) -> tuple[str, list[str]]:
     prefix = "".join(examples)
     n_prefix = len(tok(prefix)["input_ids"])
     prompts = []
-    for i in range(n):
+    for _ in range(n):
         target = rng.randint(400, 600)
         tail = f"Example {len(examples) + 1}:\nDocument:"
         n_doc = target - n_prefix - len(tok(tail + "\nRelevant Query:")["input_ids"])
@@ -249,7 +249,8 @@ def authors_generate(model, tok, prompts: list[str], new_tokens: int, budget_s: 
     with torch.no_grad():
         for prompt in prompts:
             tokens = tok([prompt], padding=True, truncation=True, return_tensors="pt").to(model.device)
-            outputs = model.generate(input_ids=tokens["input_ids"].long(), attention_mask=tokens["attention_mask"].long(),
+            outputs = model.generate(input_ids=tokens["input_ids"].long(),
+                                     attention_mask=tokens["attention_mask"].long(),
                                      max_new_tokens=new_tokens, output_scores=True, return_dict_in_generate=True,
                                      eos_token_id=newline, bos_token_id=tok.bos_token_id, pad_token_id=tok.eos_token_id,
                                      do_sample=False)
@@ -295,7 +296,7 @@ def bench_generate(cfg: dict, device, work: Path) -> dict:
     log(f"generate: authors' loop fp16 batch 1: {authors_tokens / authors_s:.1f} tokens/s "
         f"({len(authors)} of {len(texts)} prompts in {authors_s:.1f} s)")
     del authors_model
-    agree = sum(a[: len(g.token_ids)] == g.token_ids for a, g in zip(authors, gens))
+    agree = sum(a[: len(g.token_ids)] == g.token_ids for a, g in zip(authors, gens, strict=False))
     rate, authors_rate = n_tokens / seconds, authors_tokens / authors_s
     return {"tokens_per_s": rate, "authors_tokens_per_s": authors_rate, "speedup": rate / authors_rate,
             "greedy_agreement": agree / len(authors), "_prompts_per_s": len(prompts) / seconds,

@@ -16,7 +16,8 @@ Everything is recorded into `benchmarks/results/rerank.json` for `benchmarks/rep
 
 Run: python -m pytest benchmarks/bench_rerank.py --benchmark-enable -p no:cacheprovider -s
 Shapes: HARNESS_BENCH_SHAPES (default "small,base"). Pairs: HARNESS_BENCH_PAIRS (default 480 for t5-small) and
-HARNESS_BENCH_PAIRS_BASE (default 480 for t5-base, about 13 min in float32 and longer in bf16 on 2 cores); the issue's baseline used 6,400, which takes hours here.
+HARNESS_BENCH_PAIRS_BASE (default 480 for t5-base, about 13 min in float32 and longer in bf16 on 2 cores); the issue's
+baseline used 6,400, which takes hours here.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def pairs(request, tmp_path_factory):
     tok = load_tokenizer(path)
     words = sorted(t[1:] for t in tok.get_vocab() if t.startswith("▁") and t[1:].isalpha() and len(t) > 2)
     single = tok(words, add_special_tokens=False)["input_ids"]
-    words = [w for w, ids in zip(words, single) if len(ids) == 1]  # one token each, also inside a text
+    words = [w for w, ids in zip(words, single, strict=True) if len(ids) == 1]  # one token each, also inside a text
     rng = random.Random(0)
     queries, docs, lengths = [], [], []
     for _ in range(N_PAIRS[shape]):
@@ -97,7 +98,7 @@ def pairs(request, tmp_path_factory):
         queries.append(query)
         docs.append(" ".join(doc_words))
         lengths.append(n_tokens(doc_words))
-    prompts = [TEMPLATES["monot5"].format(query=q, document=d) for q, d in zip(queries, docs)]
+    prompts = [TEMPLATES["monot5"].format(query=q, document=d) for q, d in zip(queries, docs, strict=True)]
     return shape, path, queries, docs, prompts, lengths
 
 
@@ -137,10 +138,11 @@ def _report(name, pairs, authors, scores, seconds, ceiling=None):
     shape, path, _, _, _, lengths = pairs
     authors_scores, authors_s = authors
     n = len(lengths)
-    diff = max(abs(a - b) for a, b in zip(authors_scores, scores))
+    diff = max(abs(a - b) for a, b in zip(authors_scores, scores, strict=True))
     unsorted = [list(range(i, min(n, i + AUTHORS_BATCH))) for i in range(0, n, AUTHORS_BATCH)]
     flops = useful_flops(path, lengths)
-    print(f"\nmonoT5-{shape} shape: {n} pairs, lengths {min(lengths)}..{max(lengths)} (mean {sum(lengths) / n:.0f}) tokens")
+    print(f"\nmonoT5-{shape} shape: {n} pairs, lengths {min(lengths)}..{max(lengths)} "
+          f"(mean {sum(lengths) / n:.0f}) tokens")
     print(f"  authors' loop (batch {AUTHORS_BATCH}, unsorted, generate): {n / authors_s:6.1f} pairs/s, "
           f"padding {_padding(lengths, unsorted):.0%}")
     print(f"  harness {name} (batch {BATCH}, length-sorted, 1 encoder pass + 1 decoder step): {n / seconds:6.1f} "
@@ -173,9 +175,10 @@ def test_rerank_float32_vs_authors_loop(benchmark, pairs, authors, matmul_ceilin
     # ROUNDS timed runs, the ceiling measured before the first and after each; the median share is reported
     scores, runs, ceilings = matmul_ceiling.timed_runs(benchmark, lambda: reranker.score(queries, docs), ROUNDS)
     flops = useful_flops(path, lengths)
-    shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings)]
+    shares = [flops / seconds / 1e9 / c for seconds, c in zip(runs, ceilings, strict=True)]
     median = matmul_ceiling.median_run(shares)
-    how = (f"the median of {len(runs)} runs: " + ", ".join(f"{x:.1%} of {c:.0f}" for x, c in zip(shares, ceilings))
+    how = (f"the median of {len(runs)} runs: "
+           + ", ".join(f"{x:.1%} of {c:.0f}" for x, c in zip(shares, ceilings, strict=True))
            + "; each against the higher of the sustained ceilings measured just before and after it")
     diff, speedup, share = _report("float32", pairs, authors, scores, runs[median], (ceilings[median], how))
     record("rerank", targets={

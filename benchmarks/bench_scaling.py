@@ -94,8 +94,8 @@ def step_generate_prep(size: int, work: Path) -> float:
     from harness.data import beir
     from harness.models.loading import load_tokenizer
     from harness.models.tiny import materialize
-    from harness.stages.generate import sample_documents
     from harness.prompts import PromptBuilder, load_template
+    from harness.stages.generate import sample_documents
 
     folder = prepared(size)
     tokenizer = load_tokenizer(materialize("tiny:gpt2", CACHE / "models"))

@@ -195,7 +195,8 @@ def cmd_list(args) -> int:
             print(f"{d.name:<18} {d.title:<18} {d.split:<5} docs {size:>11}  {access}{extra}")
         for g, names in GROUPS.items():
             print(f"{g:<18} group of {len(names)}")
-        print("also: irds:<id> (any ir_datasets collection), or the path of your own corpus (BEIR folder, .tsv, .jsonl)")
+        print("also: irds:<id> (any ir_datasets collection), "
+              "or the path of your own corpus (BEIR folder, .tsv, .jsonl)")
     elif args.what == "tables":
         from harness import reported
 

@@ -73,7 +73,8 @@ def compare(
 ) -> list[Row]:
     """One row per (reference, dataset, metric), plus the table's average where the paper prints one."""
     results = load_results(recipe, results_dir)
-    wanted = expand(datasets) if datasets else [d for d in expand(recipe.datasets) if d in results] or expand(recipe.datasets)
+    wanted = (expand(datasets) if datasets
+              else [d for d in expand(recipe.datasets) if d in results] or expand(recipe.datasets))
     rows: list[Row] = []
     if pinned:
         return _against_pinned(recipe, results, wanted)

@@ -30,9 +30,11 @@ from yaml.resolver import Resolver
 try:
     from yaml._yaml import CParser
 except ImportError:  # PyYAML built without libyaml: the pure loader alone
-    CParser = None
+    _HAVE_LIBYAML = False
+else:
+    _HAVE_LIBYAML = True
 
-if CParser is not None:
+if _HAVE_LIBYAML:
 
     class _FastSafeLoader(Composer, CParser, SafeConstructor, Resolver):
         """libyaml's events (CParser) → PyYAML's Python composer (not CParser's own) → SafeConstructor."""
@@ -46,9 +48,11 @@ if CParser is not None:
 
 def safe_load(text: str) -> Any:
     """`yaml.safe_load(text)`, faster where PyYAML has libyaml; errors are the pure loader's."""
-    if CParser is not None:
+    if _HAVE_LIBYAML:
         try:
-            return yaml.load(text, Loader=_FastSafeLoader)  # SafeConstructor: as safe as yaml.safe_load
+            # SafeConstructor: as safe as yaml.safe_load. The stubs type Loader as PyYAML's own loader classes
+            # only; yaml.load accepts any class built from the same mixins, as this one is.
+            return yaml.load(text, Loader=_FastSafeLoader)  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001, S110 - the pure loader below gives the verdict and the message
             pass
     try:

@@ -66,7 +66,8 @@ def call(what: str, fn: Callable, *args, **kwargs) -> Any:
             # retrying again here would only multiply the wait.
             raise NetworkUnavailable(f"{what}: the Hub cannot be reached") from None
         except GatedRepoError:
-            raise HarnessError(f"{what}: the repository is gated; accept its terms on the Hub and set HF_TOKEN.") from None
+            raise HarnessError(
+                f"{what}: the repository is gated; accept its terms on the Hub and set HF_TOKEN.") from None
         except RepositoryNotFoundError:
             raise HarnessError(f"{what}: the repository does not exist (or is private: set HF_TOKEN).") from None
         except RevisionNotFoundError:

@@ -45,8 +45,10 @@ def publish(store: Store, key: str, repo: str, *, repo_type: str = "dataset", en
     hub.call(f"creating {repo}", api.create_repo, repo, repo_type=repo_type, private=private, exist_ok=True)
     from huggingface_hub import CommitOperationAdd
 
-    ops = [CommitOperationAdd(path_in_repo=dst, path_or_fileobj=str(artifact.path / src)) for dst, src in upload.items()]
-    ops.append(CommitOperationAdd(path_in_repo="harness-manifest.json", path_or_fileobj=str(artifact.path / "manifest.json")))
+    ops = [CommitOperationAdd(path_in_repo=dst, path_or_fileobj=str(artifact.path / src))
+           for dst, src in upload.items()]
+    ops.append(CommitOperationAdd(path_in_repo="harness-manifest.json",
+                                  path_or_fileobj=str(artifact.path / "manifest.json")))
     info = hub.call(f"uploading {key} to {repo}", api.create_commit, repo, ops, repo_type=repo_type,
                     commit_message=f"harness publish {key}")
     revision = info.oid

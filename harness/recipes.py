@@ -80,7 +80,8 @@ class Recipe(Strict):
     def _known_stages(cls, value: dict) -> dict:
         for stage in value:
             if stage not in STAGE_NAMES:
-                raise ValueError(f"unknown stage {stage!r}.{close_matches(stage, STAGE_NAMES)} Stages: {', '.join(STAGE_NAMES)}")
+                raise ValueError(f"unknown stage {stage!r}.{close_matches(stage, STAGE_NAMES)} "
+                                 f"Stages: {', '.join(STAGE_NAMES)}")
         return value
 
     @field_validator("seeds")
@@ -114,7 +115,9 @@ class Recipe(Strict):
 
     def published_id(self, stage: str, dataset: str) -> str | None:
         template = self.published.get(stage)
-        return template.format(dataset=dataset.split("/")[0], subset=dataset.split("/")[-1], name=dataset) if template else None
+        if not template:
+            return None
+        return template.format(dataset=dataset.split("/")[0], subset=dataset.split("/")[-1], name=dataset)
 
     @property
     def variant(self) -> str:
@@ -147,7 +150,8 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}{where}: not valid YAML ({' '.join(str(getattr(exc, 'problem', None) or exc).split())}).") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise HarnessError(f"{path}{where}: not valid YAML ({problem}).") from None
     except UnicodeDecodeError:
         raise HarnessError(f"{path}: not UTF-8 text.") from None
     if not isinstance(data, dict):

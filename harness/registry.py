@@ -120,7 +120,8 @@ def _load_yaml(path: Path, raw: bytes | None = None) -> dict:
     except UnicodeDecodeError:
         raise HarnessError(f"{path}: not UTF-8 text.") from None
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: not valid YAML ({' '.join(str(getattr(exc, 'problem', None) or exc).split())}).") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise HarnessError(f"{path}: not valid YAML ({problem}).") from None
     except RecursionError:
         raise HarnessError(f"{path}: nested too deeply to be a registry.") from None
     if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
@@ -265,7 +266,8 @@ class Registry:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".flock"):  # two publishes at once: neither entry is lost
             data: dict[str, Any] = _load_yaml(path) if path.is_file() else {"version": 1, "entries": []}
-            data["entries"] = [e for e in data["entries"] if e.get("id") != entry.id] + [entry.model_dump(exclude_none=True)]
+            data["entries"] = ([e for e in data["entries"] if e.get("id") != entry.id]
+                               + [entry.model_dump(exclude_none=True)])
             write_text_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
         self.entries[entry.id] = entry
         return path

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from harness.atomic import write_text_atomic
 from harness.data.catalog import get_dataset, members
@@ -48,7 +49,7 @@ class Step:
 
     stage: str
     params: StageParams
-    inputs: dict[str, "Step"]
+    inputs: dict[str, Step]
     dataset: str
     published: str | None = None
     key: str = ""
@@ -392,6 +393,8 @@ class Runner:
         from harness.fetch import fetch_for_stage
         from harness.hub import NetworkUnavailable
 
+        if not step.published:  # nothing published to fetch (`_fetches` sends only published steps)
+            return None
         try:
             return fetch_for_stage(step.published, step.stage, self.store, echo=self.echo)
         except NetworkUnavailable as exc:
@@ -429,10 +432,10 @@ class Runner:
         else:
             result = DatasetResult(dataset, mean_of([r.metrics for r in runs]))
             result.std = {m: stdev(r.metrics[m] for r in runs) for m in result.metrics}
-            result.per_seed = {seed: r.metrics for seed, r in zip(seeds, runs) if seed is not None}
+            result.per_seed = {seed: r.metrics for seed, r in zip(seeds, runs, strict=True) if seed is not None}
             if runs[0].members:
                 result.members = {m: mean_of([r.members[m] for r in runs]) for m in runs[0].members}
-            for seed, r in zip(seeds, runs):
+            for seed, r in zip(seeds, runs, strict=True):
                 result.outcomes.extend(r.outcomes)
                 result.seeds.update({id(o): seed for o in r.outcomes})
             # The seeds may show different few-shot examples: the largest count is the one to warn about.
@@ -473,6 +476,8 @@ class Runner:
         """`results/<recipe>/v<version>[+variant]/<dataset>.json`: scores, keys, modes, environment."""
         from harness.store import environment
 
+        if self.results_dir is None:
+            raise ValueError("write_result needs a runner made with a results_dir.")
         r = self.recipe
         variant = r.variant + (f"q{self.limit_queries}" if self.limit_queries else "")
         folder = self.results_dir / r.name / (f"v{r.version}" + (f"+{variant}" if variant else ""))
@@ -520,5 +525,9 @@ def available_locally(dataset: str, data_dir: Path | None, source: str) -> str |
 def _shows_dataset_examples(generate: Step) -> bool:
     """Whether the prompt shows the dataset's own queries as examples (Promptagator's templates do)."""
     from harness.prompts import load_template
+    from harness.stages import generate as generate_stage
 
-    return load_template(generate.params.prompt).dynamic
+    params = generate.params
+    if not isinstance(params, generate_stage.Params):  # `examples` are the generate stage's alone
+        raise TypeError(f"the `examples` condition applies to generate steps, not {generate.stage!r}.")
+    return load_template(params.prompt).dynamic

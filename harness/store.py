@@ -10,9 +10,10 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from harness import __version__
 from harness.atomic import write_text_atomic
@@ -240,7 +241,7 @@ class Store:
     def get_or_build(
         self,
         key: str,
-        build: Callable[["Building"], None],
+        build: Callable[[Building], None],
         *,
         kind: str,
         stage: str,
@@ -280,7 +281,8 @@ class Store:
             shutil.rmtree(work / ".work", ignore_errors=True)
             links = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_symlink())
             if links:  # a link can point anywhere: an artifact holds its own bytes only
-                raise HarnessError(f"Stage {stage} put symlink(s) {links[:3]} into artifact {key}; refusing to store it.")
+                raise HarnessError(
+                    f"Stage {stage} put symlink(s) {links[:3]} into artifact {key}; refusing to store it.")
             files = {}
             for file in sorted(p for p in work.rglob("*") if p.is_file()):
                 rel = file.relative_to(work).as_posix()

@@ -17,5 +17,6 @@ def verify(store: Store, keys: list[str] | None = None, evict: bool = False, ech
                 store.evict(key)
     leftovers = sorted(p.name for p in store.partial.iterdir()) if store.partial.is_dir() else []
     echo(f"verified {len(keys or store.keys()) if not evict else '…'} artifact(s): {bad} corrupt"
-         + (f"; {len(leftovers)} unfinished build(s) in {store.partial} (resumed by the next run)" if leftovers else ""))
+         + (f"; {len(leftovers)} unfinished build(s) in {store.partial} (resumed by the next run)"
+            if leftovers else ""))
     return bad

@@ -11,7 +11,8 @@ from harness.errors import HarnessError
 from harness.stages.corpus import normalize
 
 
-def _folder(tmp_path, corpus: str, queries='{"_id": "q1", "text": "a"}\n', qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n"):
+def _folder(tmp_path, corpus: str, queries='{"_id": "q1", "text": "a"}\n',
+            qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n"):
     (tmp_path / "qrels").mkdir(parents=True, exist_ok=True)
     (tmp_path / "corpus.jsonl").write_text(corpus)
     (tmp_path / "queries.jsonl").write_text(queries)

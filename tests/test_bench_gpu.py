@@ -1,4 +1,5 @@
-"""benchmarks/bench_gpu.py in its `--tiny` mode (the CPU, tiny shapes): it runs end to end and writes gpu.json's shape."""
+"""benchmarks/bench_gpu.py in its `--tiny` mode (the CPU, tiny shapes): it runs end to end and writes gpu.json's
+shape."""
 
 from __future__ import annotations
 

@@ -13,11 +13,10 @@ import json
 import random
 from pathlib import Path
 
+import bm25s
+import numpy as np
 import pytest
-
-np = pytest.importorskip("numpy")
-bm25s = pytest.importorskip("bm25s")
-Stemmer = pytest.importorskip("Stemmer")
+import Stemmer
 
 from harness.errors import HarnessError
 from harness.retrieval.bm25s_backend import _TOKEN, FIELDS, LUCENE_STOPWORDS, Analyzer, build_index, search
@@ -90,7 +89,8 @@ def postings(index_dir: Path) -> tuple[int, dict]:
     data, indices, indptr = scores["data"].tolist(), scores["indices"].tolist(), scores["indptr"].tolist()
     assert retriever.vocab_dict[""] == len(indptr) - 1  # bm25s's empty-token placeholder, past the columns
     table = {
-        term: list(zip(indices[indptr[column] : indptr[column + 1]], data[indptr[column] : indptr[column + 1]]))
+        term: list(zip(indices[indptr[column] : indptr[column + 1]], data[indptr[column] : indptr[column + 1]],
+                       strict=True))
         for term, column in retriever.vocab_dict.items()
         if term
     }
@@ -163,7 +163,7 @@ def test_flat_search_gives_bm25s_retrieve_hits_and_scores(docs, reference):
         expected = {}
         if terms:
             found, scores = retriever.retrieve([terms], k=len(docs), show_progress=False)
-            expected = {doc_ids[i]: s for i, s in zip(found[0].tolist(), scores[0].tolist()) if s > 0}
+            expected = {doc_ids[i]: s for i, s in zip(found[0].tolist(), scores[0].tolist(), strict=True) if s > 0}
         assert dict(run[qid]) == expected, qid
         assert run[qid] == sorted(run[qid], key=lambda hit: (hit[1], hit[0]), reverse=True), qid
 

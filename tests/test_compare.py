@@ -38,7 +38,8 @@ def _results(folder, recipe, scores):
 def test_compare_renders_expected_verdicts(tmp_path):
     recipe = recipes.load("bm25-flat")
     _results(tmp_path, recipe, {"scifact": 0.6791, "nfcorpus": 0.30, "fiqa": 0.40})
-    rows = [r for r in compare(recipe, tmp_path, ["scifact", "nfcorpus", "fiqa", "quora"]) if r.reference == "pyserini 2CR"]
+    rows = [r for r in compare(recipe, tmp_path, ["scifact", "nfcorpus", "fiqa", "quora"])
+            if r.reference == "pyserini 2CR"]
     got = {r.dataset: r.verdict for r in rows}
     assert got == {"scifact": "ok", "nfcorpus": "below", "fiqa": "above", "quora": "no-result"}
 
@@ -49,7 +50,8 @@ def test_pinned_regression_level(tmp_path, monkeypatch):
     _results(tmp_path, recipe, {"scifact": 0.6789})
     pin(recipe, tmp_path)
     assert [r.verdict for r in compare(recipe, tmp_path, ["scifact"], pinned=True)] == ["ok"]
-    (tmp_path / recipe.name / f"v{recipe.version}" / "scifact.json").write_text(json.dumps({"dataset": "scifact", "metrics": {"nDCG@10": 0.6780}}))
+    (tmp_path / recipe.name / f"v{recipe.version}" / "scifact.json").write_text(
+        json.dumps({"dataset": "scifact", "metrics": {"nDCG@10": 0.6780}}))
     assert [r.verdict for r in compare(recipe, tmp_path, ["scifact"], pinned=True)] == ["below"]
 
 
@@ -69,8 +71,8 @@ def test_latex_table_compiles(tmp_path):
     body = render(compare(recipe, tmp_path, ["scifact", "nfcorpus"]), "latex", "BM25 & co")
     doc = tmp_path / "t.tex"
     doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}" + body + "\\end{document}")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, check=False,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "t.pdf").stat().st_size > 1000
 

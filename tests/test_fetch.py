@@ -119,7 +119,8 @@ def test_missing_repo_and_file_get_one_sentence(hub, store):
     registry.add_entry(Entry(id="user/x/run", kind="run", repo="nobody/nothing", files=["a.trec"], provenance="t"))
     with pytest.raises(HarnessError, match="repository does not exist"):
         lock(registry, "user/x/run", store, echo=lambda _: None)
-    registry.add_entry(Entry(id="user/y/run", kind="run", repo="unicamp-dl/beir-runs", files=["nope.trec"], provenance="t"))
+    registry.add_entry(Entry(id="user/y/run", kind="run", repo="unicamp-dl/beir-runs", files=["nope.trec"],
+                             provenance="t"))
     with pytest.raises(HarnessError, match="lacks"):
         lock(registry, "user/y/run", store, echo=lambda _: None)
 

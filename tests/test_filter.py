@@ -88,7 +88,7 @@ def test_reranker_strategy_scores_query_with_its_source_document(setup, monkeypa
 
     class Fake:
         def score(self, qs, ds):
-            calls.setdefault("pairs", []).extend(zip(qs, ds))
+            calls.setdefault("pairs", []).extend(zip(qs, ds, strict=True))
             return [0.1 * len(q) for q in qs]  # longer query, higher score
 
     def load_reranker(path, kind=None, *, device="cpu", dtype="float32", batch_size=32, max_length=512):
@@ -124,6 +124,7 @@ def test_reranker_strategy_with_tiny_monot5(setup, tmp_path_factory):
         pytest.skip("harness.models.rerankers.load_reranker is not there yet")
     store, corpus, queries, _ = setup
     kept, _ = run_filter(store, corpus, queries, strategy="reranker", top_k=3,
-                         model=str(materialize("tiny:t5", tmp_path_factory.getbasetemp() / "shared-models")), max_tokens=5)
+                         model=str(materialize("tiny:t5", tmp_path_factory.getbasetemp() / "shared-models")),
+                         max_tokens=5)
     assert len(kept) == 3 and all(0.0 <= r["score"] <= 1.0 for r in kept)
     assert [r["score"] for r in kept] == sorted((r["score"] for r in kept), reverse=True)

@@ -181,7 +181,7 @@ def test_batch_size_and_prefix_cache_do_not_change_the_queries(store, gpt2):
     fast = rows_of(build(store, corpus, gpt2, batch_size=4, prefix_cache=True))
     slow = rows_of(build(store, corpus, gpt2, batch_size=1, prefix_cache=False))
     assert [r["query"] for r in fast] == [r["query"] for r in slow]
-    for a, b in zip(fast, slow):
+    for a, b in zip(fast, slow, strict=True):
         assert a["log_probs"] == pytest.approx(b["log_probs"], abs=1e-4)
 
 

@@ -52,8 +52,9 @@ def test_bf16_reranking_scores_match_float32(models):
     cpu = load_reranker(models["t5"], "monot5", batch_size=16).score(queries, docs)
     full = load_reranker(models["t5"], "monot5", device=DEVICE, batch_size=16).score(queries, docs)
     half = load_reranker(models["t5"], "monot5", device=DEVICE, dtype="bfloat16", batch_size=16).score(queries, docs)
-    assert max(abs(a - b) for a, b in zip(full, cpu)) < 1e-4  # float32 on the GPU (TF32 off by default) = the CPU
-    assert max(abs(a - b) for a, b in zip(half, full)) <= BF16_SCORE_TOLERANCE
+    # float32 on the GPU (TF32 off by default) = the CPU
+    assert max(abs(a - b) for a, b in zip(full, cpu, strict=True)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(half, full, strict=True)) <= BF16_SCORE_TOLERANCE
     assert len(half) == len(queries) and all(0 < s < 1 for s in half)
 
 
@@ -70,7 +71,7 @@ def test_greedy_generation_on_cuda_equals_the_cpu(models):
         prompts = [tokenizer(t)["input_ids"] for t in texts]
         outputs[device] = lm.generate(prompts, Decoding(max_new_tokens=16))
     assert [g.token_ids for g in outputs[DEVICE]] == [g.token_ids for g in outputs["cpu"]]
-    for gpu, cpu in zip(outputs[DEVICE], outputs["cpu"]):
+    for gpu, cpu in zip(outputs[DEVICE], outputs["cpu"], strict=True):
         assert gpu.log_probs == pytest.approx(cpu.log_probs, abs=1e-3)
 
 
@@ -121,7 +122,8 @@ def test_bf16_training_with_checkpointing_and_adafactor_resumes_exactly(tmp_path
     finally:
         torch.use_deterministic_algorithms(deterministic)
     assert whole.manifest["environment"]["device"] == DEVICE
-    assert (resumed.path / "model/model.safetensors").read_bytes() == (whole.path / "model/model.safetensors").read_bytes()
+    assert ((resumed.path / "model/model.safetensors").read_bytes()
+            == (whole.path / "model/model.safetensors").read_bytes())
     log = [json.loads(line) for line in whole.file("train_log.jsonl").read_text().splitlines()]
     assert resumed.file("train_log.jsonl").read_text() == whole.file("train_log.jsonl").read_text()
     assert len(log) == 6 and all(row["loss"] > 0 for row in log)

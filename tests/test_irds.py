@@ -24,7 +24,8 @@ def collection(tmp_path, monkeypatch) -> str:
     src = tmp_path / "src"
     sample.build(src)
     docs, queries, qrels = tmp_path / "docs.tsv", tmp_path / "queries.tsv", tmp_path / "qrels.txt"
-    docs.write_text("".join(f"{d.id}\t{beir.doc_text(d.title, d.text)}\n" for d in beir.iter_corpus(src / "corpus.jsonl")))
+    docs.write_text("".join(f"{d.id}\t{beir.doc_text(d.title, d.text)}\n"
+                            for d in beir.iter_corpus(src / "corpus.jsonl")))
     queries.write_text("".join(f"{q}\t{t}\n" for q, t in beir.read_queries(src / "queries.jsonl").items()))
     test = beir.read_qrels(src / "qrels" / "test.tsv")
     qrels.write_text("".join(f"{q} 0 {d} {r}\n" for q, ds in test.items() for d, r in ds.items()))

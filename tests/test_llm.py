@@ -6,8 +6,7 @@ import sys
 import types
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 from harness.errors import HarnessError
 from harness.models.llm import Decoding, Stops, TransformersLM, VllmLM, get_backend
@@ -78,7 +77,7 @@ def test_a_merged_token_holding_text_before_its_newline_stays_in_the_query():
 
 def test_log_probs_equal_a_hand_computation_from_the_logits(gpt2):
     _, prompts = prompts_for(gpt2, 2)
-    for prompt, gen in zip(prompts, gpt2.generate(prompts, Decoding(max_new_tokens=5))):
+    for prompt, gen in zip(prompts, gpt2.generate(prompts, Decoding(max_new_tokens=5)), strict=True):
         generated = gpt2.stops.finish(gpt2.tokenizer, gen.token_ids, gen.log_probs)  # idempotent
         assert generated.token_ids == gen.token_ids
         with torch.no_grad():
@@ -107,12 +106,12 @@ def test_batched_generation_equals_one_at_a_time_with_plain_generate(gpt2, prefi
     stop_ids = sorted(batched.stops.all_ids)
     many = batched.generate(prompts, Decoding(max_new_tokens=7), prefix=prefix)
     assert {g.stopped for g in many} == {"newline", "length"}  # rows leave the batch at different steps
-    for prompt, gen in zip(prompts, many):
+    for prompt, gen in zip(prompts, many, strict=True):
         ref = gpt2.model.generate(torch.tensor([prompt]), max_new_tokens=7, do_sample=False, eos_token_id=stop_ids,
                                   pad_token_id=gpt2.pad_id, output_logits=True, return_dict_in_generate=True)
         ids = ref.sequences[0, len(prompt):].tolist()
         one = batched.stops.finish(gpt2.tokenizer, ids, [
-            float(torch.log_softmax(step[0], -1)[t]) for step, t in zip(ref.logits, ids)])
+            float(torch.log_softmax(step[0], -1)[t]) for step, t in zip(ref.logits, ids, strict=True)])
         assert (gen.token_ids, gen.query, gen.stopped) == (one.token_ids, one.query, one.stopped)
         assert gen.log_probs == pytest.approx(one.log_probs, abs=1e-4)
 
@@ -138,7 +137,7 @@ def test_the_prefix_cache_is_computed_once_and_left_unchanged(gpt2):
 def test_greedy_equals_transformers_generate(gpt2):
     _, prompts = prompts_for(gpt2, 2)
     ours = gpt2.generate(prompts, Decoding(max_new_tokens=6))
-    for prompt, gen in zip(prompts, ours):
+    for prompt, gen in zip(prompts, ours, strict=True):
         ref = gpt2.model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
                                   pad_token_id=gpt2.pad_id)[0, len(prompt):].tolist()
         assert ref[: len(gen.token_ids)] == gen.token_ids
@@ -149,7 +148,7 @@ def test_sampling_is_reproducible_per_seed_and_independent_of_batching(gpt2):
     decoding = Decoding(max_new_tokens=5, do_sample=True, temperature=1.0, top_p=0.9)
     a = gpt2.generate(prompts, decoding, seeds=[1, 2, 3], prefix=prefix)
     b = [TransformersLM(gpt2.model, gpt2.tokenizer, batch_size=1).generate([p], decoding, seeds=[s])[0]
-         for p, s in zip(prompts, [1, 2, 3])]
+         for p, s in zip(prompts, [1, 2, 3], strict=True)]
     assert [g.token_ids for g in a] == [g.token_ids for g in b]
     c = gpt2.generate(prompts, decoding, seeds=[4, 5, 6])
     assert [g.token_ids for g in a] != [g.token_ids for g in c]
@@ -161,7 +160,7 @@ def test_seq2seq_batched_equals_one_at_a_time_and_stops_at_eos(t5):
     decoding = Decoding(max_new_tokens=6)
     many = t5.generate(prompts, decoding)
     single = TransformersLM(t5.model, t5.tokenizer, batch_size=1)
-    for prompt, gen in zip(prompts, many):
+    for prompt, gen in zip(prompts, many, strict=True):
         one = single.generate([prompt], decoding)[0]
         assert gen.token_ids == one.token_ids and gen.log_probs == pytest.approx(one.log_probs, abs=1e-4)
         ref = t5.model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0, 1:].tolist()

@@ -1,4 +1,5 @@
-"""Your own corpus by path: a BEIR folder scored like a catalog dataset, corpus files, and one sentence per bad input."""
+"""Your own corpus by path: a BEIR folder scored like a catalog dataset, corpus files, and one sentence per bad
+input."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def test_a_corpus_without_qrels_trains_a_reranker_and_skips_evaluation(store, tm
     corpus.mkdir()
     shutil.copy(built / "corpus.jsonl", corpus / "corpus.jsonl")
     results = tmp_path / "results"
-    small = ["--set", "generate.n_docs=16", "--set", "filter.top_k=8", "--set", "train.steps=2"]  # the smoke recipe, quicker
+    # the smoke recipe, quicker
+    small = ["--set", "generate.n_docs=16", "--set", "filter.top_k=8", "--set", "train.steps=2"]
     assert main(["-q", "reproduce", "smoke", "-d", str(corpus), *small, "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out
     assert "evaluation skipped: my-corpus has no qrels" in out
@@ -144,8 +146,10 @@ def _write(folder: Path, name: str, data: bytes | str) -> Path:
         (None, "holds no corpus.jsonl"),
         ("", "corpus.jsonl holds no documents"),
         ('{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n', "corpus.jsonl line 2: duplicate document id 'd1'"),
-        ('{"_id": "d1", "text": "a"}\n{"_id": 7, "text": "b"}\n', "corpus.jsonl line 2: field '_id' must be a string, got int"),
-        ('{"_id": "d1", "text": "a"}\n{"_id": "d2"}\n', "corpus.jsonl line 2: field 'text' must be a string, got nothing"),
+        ('{"_id": "d1", "text": "a"}\n{"_id": 7, "text": "b"}\n',
+         "corpus.jsonl line 2: field '_id' must be a string, got int"),
+        ('{"_id": "d1", "text": "a"}\n{"_id": "d2"}\n',
+         "corpus.jsonl line 2: field 'text' must be a string, got nothing"),
         ('{"_id": "d1", "text": "a"}\n{"id": "d2", "text": "b"}\n', r"corpus.jsonl line 2: no `_id` \(nor `doc_id`\)"),
         ('{"_id": "d1", "text": "a"}\n{"_id": "d2", \n', "corpus.jsonl line 2: not valid JSON"),
         (b'{"_id": "d1", "text": "a"}\n' + '{"_id": "d2", "text": "caf\xe9"}\n'.encode("latin-1"),

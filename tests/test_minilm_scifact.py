@@ -62,7 +62,7 @@ def test_minilm_cross_encoder_on_scifact(store, beir_dir, monkeypatch):
     held = list(beir.read_jsonl(held_out.file("triples.jsonl")))
     pos = reranker.score([t["query"] for t in held], [t["positive"] for t in held])
     neg = reranker.score([t["query"] for t in held], [t["negative"] for t in held])
-    accuracy = sum(p > n for p, n in zip(pos, neg)) / len(held)
+    accuracy = sum(p > n for p, n in zip(pos, neg, strict=True)) / len(held)
 
     bm25 = build_stage(store, "retrieve", {"retriever": "bm25s", "k": 100, "limit_queries": limit},
                        {"corpus": corpus, "index": index}, dataset="scifact")

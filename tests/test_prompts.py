@@ -7,17 +7,26 @@ import pytest
 from harness.errors import HarnessError
 from harness.prompts import Example, PromptBuilder, Template, builtin_names, load_template
 
-# The reference text of inpars-method.md (itself the toolkit's templates.yaml), verbatim.
+# The reference text of inpars-method.md (itself the toolkit's templates.yaml), verbatim; a `\` at a line's end
+# continues the line.
 INPARS = """Example 1:
-Document: We don't know a lot about the effects of caffeine during pregnancy on you and your baby. So it's best to limit the amount you get each day. If you are pregnant, limit caffeine to 200 milligrams each day. This is about the amount in 1½ 8-ounce cups of coffee or one 12-ounce cup of coffee.
+Document: We don't know a lot about the effects of caffeine during pregnancy on you and your baby. So it's best to \
+limit the amount you get each day. If you are pregnant, limit caffeine to 200 milligrams each day. This is about the \
+amount in 1½ 8-ounce cups of coffee or one 12-ounce cup of coffee.
 Relevant Query: Is a little caffeine ok during pregnancy?
 
 Example 2:
-Document: Passiflora herbertiana. A rare passion fruit native to Australia. Fruits are green-skinned, white fleshed, with an unknown edible rating. Some sources list the fruit as edible, sweet and tasty, while others list the fruits as being bitter and inedible.assiflora herbertiana. A rare passion fruit native to Australia. Fruits are green-skinned, white fleshed, with an unknown edible rating. Some sources list the fruit as edible, sweet and tasty, while others list the fruits as being bitter and inedible.
+Document: Passiflora herbertiana. A rare passion fruit native to Australia. Fruits are green-skinned, white fleshed, \
+with an unknown edible rating. Some sources list the fruit as edible, sweet and tasty, while others list the fruits \
+as being bitter and inedible.assiflora herbertiana. A rare passion fruit native to Australia. Fruits are \
+green-skinned, white fleshed, with an unknown edible rating. Some sources list the fruit as edible, sweet and tasty, \
+while others list the fruits as being bitter and inedible.
 Relevant Query: What fruit is native to Australia?
 
 Example 3:
-Document: The Canadian Armed Forces. 1  The first large-scale Canadian peacekeeping mission started in Egypt on November 24, 1956. 2  There are approximately 65,000 Regular Force and 25,000 reservist members in the Canadian military. 3  In Canada, August 9 is designated as National Peacekeepers' Day.
+Document: The Canadian Armed Forces. 1  The first large-scale Canadian peacekeeping mission started in Egypt on \
+November 24, 1956. 2  There are approximately 65,000 Regular Force and 25,000 reservist members in the Canadian \
+military. 3  In Canada, August 9 is designated as National Peacekeepers' Day.
 Relevant Query: How large is the canadian military?
 
 Example 4:
@@ -26,12 +35,18 @@ Relevant Query: {query}
 """
 
 GBQ_EXAMPLES = [
-    ("We don't know a lot about the effects of caffeine during pregnancy on you and your baby. So it's best to limit the amount you get each day. If you are pregnant, limit caffeine to 200 milligrams each day. This is about the amount in 1½ 8-ounce cups of coffee or one 12-ounce cup of coffee.",
+    ("We don't know a lot about the effects of caffeine during pregnancy on you and your baby. So it's best to limit "
+     "the amount you get each day. If you are pregnant, limit caffeine to 200 milligrams each day. This is about the "
+     "amount in 1½ 8-ounce cups of coffee or one 12-ounce cup of coffee.",
      "How much caffeine is ok for a pregnant woman to have?", "Is a little caffeine ok during pregnancy?"),
-    ("Passiflora herbertiana. A rare passion fruit native to Australia. Fruits are green-skinned, white fleshed, with an unknown edible rating. Some sources list the fruit as edible, sweet and tasty, while others list the fruits as being bitter and inedible.",
+    ("Passiflora herbertiana. A rare passion fruit native to Australia. Fruits are green-skinned, white fleshed, with "
+     "an unknown edible rating. Some sources list the fruit as edible, sweet and tasty, while others list the fruits "
+     "as being bitter and inedible.",
      "What is Passiflora herbertiana (a rare passion fruit) and how does it taste like?",
      "What fruit is native to Australia?"),
-    ("The Canadian Armed Forces. 1  The first large-scale Canadian peacekeeping mission started in Egypt on November 24, 1956. 2  There are approximately 65,000 Regular Force and 25,000 reservist members in the Canadian military. 3  In Canada, August 9 is designated as National Peacekeepers' Day.",
+    ("The Canadian Armed Forces. 1  The first large-scale Canadian peacekeeping mission started in Egypt on November "
+     "24, 1956. 2  There are approximately 65,000 Regular Force and 25,000 reservist members in the Canadian military. "
+     "3  In Canada, August 9 is designated as National Peacekeepers' Day.",
      "Information on the Canadian Armed Forces size and history.", "How large is the Canadian military?"),
 ]
 

@@ -76,7 +76,8 @@ def test_promptagator_rerankers_are_the_ones_a_public_reproduction_loads(registr
 
 
 def test_bioasq_synthetic_data_is_registered(registry):
-    """HUB: commit 886abbc "Add missing data" adds bioasq/{queries.jsonl, queries_filtered_v2.jsonl, triples_train_v2.tsv}."""
+    """HUB: commit 886abbc "Add missing data" adds bioasq/{queries.jsonl, queries_filtered_v2.jsonl,
+    triples_train_v2.tsv}."""
     files = {"queries": "bioasq/queries.jsonl", "queries-filtered": "bioasq/queries_filtered_v2.jsonl",
              "triples": "bioasq/triples_train_v2.tsv"}
     for kind, path in files.items():

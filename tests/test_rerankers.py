@@ -59,7 +59,7 @@ def test_monot5_score_is_p_true_of_the_first_generated_step(models):
     reranker = rerankers.load_reranker(models["t5"], batch_size=3, max_length=64)
     scores = reranker.score(QUERIES, DOCS)
     true_id, false_id = reranker.token_ids
-    for q, d, s in zip(QUERIES, DOCS, scores):
+    for q, d, s in zip(QUERIES, DOCS, scores, strict=True):
         inputs = rerankers.collate(reranker.encode([q], [d]), reranker.pad_id)
         out = reranker.model.generate(**inputs, max_new_tokens=1, do_sample=False, output_scores=True,
                                       return_dict_in_generate=True)
@@ -77,8 +77,8 @@ def test_length_batched_scores_equal_one_pair_at_a_time(models, kind):
     docs = [" ".join(rng.choices(words, k=rng.randint(1, 120))) for _ in range(40)]
     batched = rerankers.load_reranker(models[kind], batch_size=8, max_length=128).score(queries, docs)
     single = rerankers.load_reranker(models[kind], batch_size=1, max_length=128)
-    one_by_one = [single.score([q], [d])[0] for q, d in zip(queries, docs)]
-    assert max(abs(a - b) for a, b in zip(batched, one_by_one)) < 1e-5
+    one_by_one = [single.score([q], [d])[0] for q, d in zip(queries, docs, strict=True)]
+    assert max(abs(a - b) for a, b in zip(batched, one_by_one, strict=True)) < 1e-5
     assert len(set(batched)) > 1
 
 

@@ -50,13 +50,14 @@ def test_training_lowers_the_loss_and_saves_a_loadable_reranker(store, tiny, mod
     losses = _log(art)
     assert len(losses) == steps and art.summary["steps"] == steps and art.summary["examples_seen"] == 8 * steps
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
-    assert "model/model.safetensors" in art.manifest["files"] and not any("checkpoint" in f for f in art.manifest["files"])
+    assert "model/model.safetensors" in art.manifest["files"]
+    assert not any("checkpoint" in f for f in art.manifest["files"])
     reranker = load_reranker(art.path / "model")  # kind from the marker the stage wrote
     assert reranker.kind == kind
     rows = toy_triples()
     pos = reranker.score([r["query"] for r in rows], [r["positive"] for r in rows])
     neg = reranker.score([r["query"] for r in rows], [r["negative"] for r in rows])
-    assert sum(p > n for p, n in zip(pos, neg)) >= 0.75 * len(rows)
+    assert sum(p > n for p, n in zip(pos, neg, strict=True)) >= 0.75 * len(rows)
 
 
 def test_killed_training_resumes_to_identical_weights(store, tiny, monkeypatch):
@@ -84,7 +85,8 @@ def test_killed_training_resumes_to_identical_weights(store, tiny, monkeypatch):
     monkeypatch.setattr(train_stage, "step_indices", lambda step, *a: resumed_steps.append(step) or real_step(step, *a))
     resumed = train(other, triples2, model=tiny["tiny:t5"], steps=8, checkpoint_every=3)
     assert resumed_steps == [6, 7]
-    assert (resumed.path / "model/model.safetensors").read_bytes() == (whole.path / "model/model.safetensors").read_bytes()
+    assert ((resumed.path / "model/model.safetensors").read_bytes()
+            == (whole.path / "model/model.safetensors").read_bytes())
     assert _log(resumed) == _log(whole)
 
 
@@ -131,7 +133,8 @@ def test_adafactor_resumes_to_identical_weights(store, tiny, monkeypatch):
     other = store.__class__(store.root.parent / "home2")
     triples2 = rows_artifact(other, "negatives-toy", "triples.jsonl", toy_triples())
     resumed = _resume_after_kill(other, triples2, monkeypatch, 4, **params)
-    assert (resumed.path / "model/model.safetensors").read_bytes() == (whole.path / "model/model.safetensors").read_bytes()
+    assert ((resumed.path / "model/model.safetensors").read_bytes()
+            == (whole.path / "model/model.safetensors").read_bytes())
     assert _log(resumed) == _log(whole)
     adamw = train(store, triples, **{**params, "optimizer": "adamw"})
     assert adamw.key != whole.key and _log(adamw) != _log(whole)  # the optimizer is part of the key and the result

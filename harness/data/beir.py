@@ -8,9 +8,10 @@ import json
 import logging
 import os
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from harness.errors import HarnessError
 
@@ -28,7 +29,7 @@ class Doc:
 
 def _open_text(path: Path) -> IO[str]:
     opener = gzip.open if path.suffix == ".gz" else open
-    return opener(path, "rt", encoding="utf-8")  # type: ignore[operator]
+    return opener(path, "rt", encoding="utf-8")
 
 
 @contextlib.contextmanager

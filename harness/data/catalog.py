@@ -6,7 +6,7 @@ Beyond the catalog, a dataset may be named by an ir_datasets id (`irds:beir/scif
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from harness.errors import HarnessError, close_matches
 

@@ -105,7 +105,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     import gzip
 
     opener = gzip.open if path.suffix == ".gz" else open
-    with beir._decoding(path), opener(path, "rb") as fh:  # type: ignore[operator]
+    with beir._decoding(path), opener(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")

@@ -164,11 +164,11 @@ class TransformersLM(LLM):
                 batch = idx[start : start + self.batch_size]
                 rows = [list(prompts[i][len(prefix) if shared else 0 :]) for i in batch]
                 outs = self._batch(rows, decoding, [seeds[i] for i in batch], prefix if shared else [])
-                for i, (ids, lps) in zip(batch, outs):
+                for i, (ids, lps) in zip(batch, outs, strict=True):
                     results[i] = self.stops.finish(self.tokenizer, ids, lps)
                 if progress:
                     progress(len(batch))
-        return results  # type: ignore[return-value]
+        return results
 
     def _batch(self, rows: list[list[int]], decoding: Decoding, seeds: list[int], prefix: list[int]):
         """One batch through `model.generate`: (generated ids, their log-probs) per row, moved to the CPU once.
@@ -202,7 +202,7 @@ class TransformersLM(LLM):
             # Log-probs of the raw logits (before any processor), as the authors' scores of a greedy run.
             lps = torch.stack([step.float().log_softmax(-1).gather(1, new[:, t, None])[:, 0]
                                for t, step in enumerate(out.logits)], dim=1)
-        return list(zip(new.tolist(), lps.tolist()))
+        return list(zip(new.tolist(), lps.tolist(), strict=True))
 
     def _prefix_cache(self, prefix: list[int], n: int):
         """A copy, for a batch of `n` rows, of the shared prefix's `DynamicCache`, computed once and kept."""
@@ -245,7 +245,7 @@ class SeededSampler:
         if self.generators is None:  # on the logits' device (the last GPU's under `device_map: auto`)
             self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
         probs = self.warpers(input_ids, scores.float()).softmax(-1)
-        drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)])
         return torch.full_like(scores, -math.inf).scatter_(1, drawn[:, None], 0.0)
 
 
@@ -273,7 +273,8 @@ def _load_sharded(kind: str, path: Path, *, dtype: str, device_map: str | None, 
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise HarnessError("`load_in_8bit` needs bitsandbytes on a CUDA machine: pip install 'harness[gpu]'.") from None
+            raise HarnessError(
+                "`load_in_8bit` needs bitsandbytes on a CUDA machine: pip install 'harness[gpu]'.") from None
         from transformers import BitsAndBytesConfig
 
         kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
@@ -340,7 +341,7 @@ class VllmLM(LLM):
         for out in outputs:
             completion = out.outputs[0]
             ids = list(completion.token_ids)
-            lps = [float(step[t].logprob) for t, step in zip(ids, completion.logprobs or [])]
+            lps = [float(step[t].logprob) for t, step in zip(ids, completion.logprobs or [], strict=False)]
             results.append(self.stops.finish(self.tokenizer, ids, lps))
         if progress:
             progress(len(prompts))
@@ -355,5 +356,6 @@ def get_backend(name: str) -> type[LLM]:
     from harness.errors import close_matches
 
     if name not in BACKENDS:
-        raise HarnessError(f"Unknown LLM backend {name!r}.{close_matches(name, BACKENDS)} Backends: {', '.join(BACKENDS)}.")
+        raise HarnessError(
+            f"Unknown LLM backend {name!r}.{close_matches(name, BACKENDS)} Backends: {', '.join(BACKENDS)}.")
     return BACKENDS[name]

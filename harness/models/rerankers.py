@@ -80,7 +80,8 @@ def _fit_template(tokenizer, template: str, query: str, doc: str, max_length: in
     return ids
 
 
-def encode_pairs(tokenizer, kind: str, queries: Sequence[str], docs: Sequence[str], max_length: int = 512) -> list[Encoded]:
+def encode_pairs(tokenizer, kind: str, queries: Sequence[str], docs: Sequence[str],
+                 max_length: int = 512) -> list[Encoded]:
     """Token ids for each (query, document) pair as the reranker of `kind` reads them, at most `max_length`."""
     if len(queries) != len(docs):
         raise ValueError(f"{len(queries)} queries but {len(docs)} documents")
@@ -89,7 +90,7 @@ def encode_pairs(tokenizer, kind: str, queries: Sequence[str], docs: Sequence[st
         types = enc.get("token_type_ids")
         return [Encoded(ids, types[i] if types is not None else None) for i, ids in enumerate(enc["input_ids"])]
     template = TEMPLATES[_check_kind(kind)]
-    texts = [template.format(query=q, document=d) for q, d in zip(queries, docs)]
+    texts = [template.format(query=q, document=d) for q, d in zip(queries, docs, strict=True)]
     out = []
     for i, ids in enumerate(tokenizer(texts, verbose=False)["input_ids"]):
         if len(ids) > max_length:
@@ -225,7 +226,7 @@ class Reranker:
             values = torch.cat([self.score_batch(collate([encoded[i] for i in batch], self.pad_id, self.device))
                                 for batch in batches]).tolist()
         scores = [0.0] * len(encoded)
-        for i, value in zip((i for batch in batches for i in batch), values):
+        for i, value in zip((i for batch in batches for i in batch), values, strict=True):
             scores[i] = value
         return scores
 

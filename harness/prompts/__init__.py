@@ -106,9 +106,8 @@ def load_template(name: str) -> Template:
         except yaml.YAMLError as exc:
             problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
             raise HarnessError(f"{path}: not a valid prompt YAML file ({problem}).") from None
-        if not isinstance(data, dict) or not isinstance(data.get("template"), str) or data.get("mode", "static") not in (
-            "static", "dynamic"
-        ):
+        if (not isinstance(data, dict) or not isinstance(data.get("template"), str)
+                or data.get("mode", "static") not in ("static", "dynamic")):
             raise HarnessError(f"{path}: expected `template: <text>` and optionally `mode: static|dynamic`.")
         return Template(str(path), data["template"], dynamic=data.get("mode") == "dynamic")
     return Template(str(path), text, dynamic=False)
@@ -135,7 +134,8 @@ def train_split_examples(corpus_artifact, n: int, seed: int) -> list[Example]:
     if "qrels/train.tsv" not in corpus_artifact.manifest["files"]:
         raise HarnessError(
             f"The dataset of {corpus_artifact.key} has no train split (qrels/train.tsv), so few-shot examples "
-            "cannot come from it: use published ones (`examples_source: registry:inpars/fewshot/<dataset>`) or a static prompt."
+            "cannot come from it: use published ones (`examples_source: registry:inpars/fewshot/<dataset>`) "
+            "or a static prompt."
         )
     qrels = beir.read_qrels(corpus_artifact.file("qrels/train.tsv"))
     queries = beir.read_queries(corpus_artifact.file("queries.jsonl"))
@@ -186,7 +186,8 @@ def published_examples(path: Path, n: int, seed: int) -> list[Example]:
         examples.append(Example(str(row["query_id"]), str(row["doc_id"]), str(row["query"]), str(row["document"])))
     examples.sort(key=lambda e: (e.query_id, e.doc_id))
     if len(examples) < n:
-        raise HarnessError(f"{path} has {len(examples)} few-shot examples, fewer than the {n} asked for (`n_examples`).")
+        raise HarnessError(
+            f"{path} has {len(examples)} few-shot examples, fewer than the {n} asked for (`n_examples`).")
     return random.Random(seed).sample(examples, n)
 
 

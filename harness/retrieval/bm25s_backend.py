@@ -71,12 +71,12 @@ def build_index(docs: Iterable[tuple[str, str, str]] | Path, out_dir: Path, fiel
     term_ids: list[list[list[int]]] = [[] for _ in FIELDS[fields]]
     for doc_id, title, text in docs:
         ids.append(doc_id)
-        for vocab, field_ids, field_text in zip(vocabs, term_ids, _field_texts(title, text, fields)):
+        for vocab, field_ids, field_text in zip(vocabs, term_ids, _field_texts(title, text, fields), strict=True):
             field_ids.append([vocab.setdefault(term, len(vocab)) for term in analyze(field_text)])
     if not ids:
         raise HarnessError(f"No documents to index into {out_dir}.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for field, vocab, field_ids in zip(FIELDS[fields], vocabs, term_ids):
+    for field, vocab, field_ids in zip(FIELDS[fields], vocabs, term_ids, strict=True):
         retriever = bm25s.BM25(method="lucene", k1=K1, b=B)
         # bm25s's placeholder term "" goes after the last term; a field without terms gets none (it cannot).
         retriever.index((field_ids, vocab), create_empty_token=bool(vocab), show_progress=False)

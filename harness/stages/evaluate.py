@@ -33,7 +33,8 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     qrels = {q: d for q, d in qrels.items() if q in keep and q not in excluded}
     run_ = read_run(inputs["run"].file("run.trec"))
     means, per_query = evaluate(run_, qrels, params.metrics, params.relevance_level, params.ignore_identical_ids)
-    (out.path / "scores.json").write_text(json.dumps({"metrics": means, "per_query": per_query}, indent=1, sort_keys=True))
+    (out.path / "scores.json").write_text(
+        json.dumps({"metrics": means, "per_query": per_query}, indent=1, sort_keys=True))
     out.summary.update({"metrics": means, "queries": len(qrels), "excluded_example_queries": len(excluded & keep),
                         "identical_ids_ignored": identical_ids({q: h for q, h in run_.items() if q in qrels})
                         if params.ignore_identical_ids else 0})

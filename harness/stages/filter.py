@@ -44,7 +44,8 @@ class Params(StageParams):
     @model_validator(mode="after")
     def _check(self):
         if self.strategy == "reranker" and not self.model:
-            raise ValueError("strategy `reranker` needs `model` (e.g. castorini/monot5-3b-msmarco-10k) and its revision")
+            raise ValueError(
+                "strategy `reranker` needs `model` (e.g. castorini/monot5-3b-msmarco-10k) and its revision")
         if self.strategy == "scores" and self.model:
             raise ValueError("`model` is only used by strategy `reranker`")
         return self
@@ -93,9 +94,11 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
         scores = _rerank(kept, docs, params, out, ctx)
     order = sorted(range(len(kept)), key=lambda i: -scores[i])  # stable: ties keep the generation order
     with open(out.path / "queries.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps({**kept[i], "score": round(float(scores[i]), SCORE_DECIMALS)}, ensure_ascii=False) + "\n" for i in order[: params.top_k])
+        fh.writelines(json.dumps({**kept[i], "score": round(float(scores[i]), SCORE_DECIMALS)}, ensure_ascii=False)
+                      + "\n" for i in order[: params.top_k])
     out.device = ctx.device
-    out.summary.update({**counts, "scored": len(kept), "kept": min(len(kept), params.top_k), "strategy": params.strategy})
+    out.summary.update({**counts, "scored": len(kept), "kept": min(len(kept), params.top_k),
+                        "strategy": params.strategy})
 
 
 def _rerank(rows: list[dict], docs: dict[str, str], params: Params, out, ctx) -> list[float]:

@@ -252,7 +252,7 @@ def _shard(docs, builder, llm, decoding, prefix, limit, params: Params, stem: Pa
     outputs = llm.generate(prompts, decoding, prefix=prefix, seeds=seeds, progress=progress)
     progress(skipped_progress)
     lines, tokens = [], 0
-    for (doc, text, example_ids), gen in zip(rows, outputs):
+    for (doc, text, example_ids), gen in zip(rows, outputs, strict=True):
         tokens += len(gen.token_ids)
         row = {
             "query_id": f"syn-{doc.id}",

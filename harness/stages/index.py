@@ -1,4 +1,5 @@
-"""Stage `index`: a BM25 index of the corpus (pyserini/Lucene or bm25s), built once and shared, or pyserini's prebuilt one."""
+"""Stage `index`: a BM25 index of the corpus (pyserini/Lucene or bm25s), built once and shared, or pyserini's prebuilt
+one."""
 
 from __future__ import annotations
 

@@ -93,14 +93,15 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     with ctx.bar(len(qids), "rerank") as bar:
         bar.update(sum(len(work.chunk(i)) for i in range(work.n_shards) if work.done(i)))
         done = ctx.executor.map(work, range(work.n_shards), progress=bar.update,
-                                resources=replica_resources(ctx.device, params.cpus_per_replica, params.gpus_per_replica))
+                                resources=replica_resources(ctx.device, params.cpus_per_replica,
+                                                            params.gpus_per_replica))
 
     reranked, result = {}, {}
     with open(out.path / "scores.jsonl", "w", encoding="utf-8") as fh:
         for number in range(work.n_shards):
             for row in beir.read_jsonl(work.file(number)):
                 fh.write(json.dumps(row) + "\n")
-                reranked[row["query_id"]] = dict(zip(row["doc_ids"], row["scores"]))
+                reranked[row["query_id"]] = dict(zip(row["doc_ids"], row["scores"], strict=True))
     for q in qids:
         result[q] = merge(hits[q], reranked[q], params.depth)
     write_run(result, out.path / "run.trec", tag="rerank")
