@@ -47,17 +47,21 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; one clear error for bad JSON or encoding."""
     with _decoding(path), _open_text(path) as fh:
         for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg}).") from None
-            except RecursionError:
-                raise HarnessError(f"{path} line {number}: JSON nested too deeply.") from None
-            if not isinstance(row, dict):
-                raise HarnessError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
-            yield number, row
+            if line.strip():
+                yield number, json_object(path, number, line)
+
+
+def json_object(path: Path, number: int, line: str) -> dict:
+    """One JSON-lines line as an object; one sentence naming the file and line when it is not one."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg}).") from None
+    except RecursionError:
+        raise HarnessError(f"{path} line {number}: JSON nested too deeply.") from None
+    if not isinstance(row, dict):
+        raise HarnessError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
+    return row
 
 
 def _field(path: Path, number: int, row: dict, name: str, required: bool = True) -> str:

@@ -117,17 +117,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, beir.Doc]]:
-    import json
-
     for number, line in _lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg}).") from None
-        except RecursionError:
-            raise HarnessError(f"{path} line {number}: JSON nested too deeply.") from None
-        if not isinstance(row, dict):
-            raise HarnessError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
+        row = beir.json_object(path, number, line)
         key = "_id" if "_id" in row else "doc_id" if "doc_id" in row else None
         if key is None:
             raise HarnessError(f"{path} line {number}: no `_id` (nor `doc_id`) field (fields: {sorted(row)}).")
