@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
 from harness import recipes, reported
 from harness.compare import compare, pin, verdict
 from harness.tables import render
+from tests.support import compile_latex
 
 
 def test_verdicts():
@@ -69,12 +69,7 @@ def test_latex_table_compiles(tmp_path):
     recipe = recipes.load("bm25-flat")
     _results(tmp_path, recipe, {"scifact": 0.6791, "nfcorpus": 0.30})
     body = render(compare(recipe, tmp_path, ["scifact", "nfcorpus"]), "latex", "BM25 & co")
-    doc = tmp_path / "t.tex"
-    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}" + body + "\\end{document}")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                          check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:]
-    assert (tmp_path / "t.pdf").stat().st_size > 1000
+    compile_latex(tmp_path, body)
 
 
 def test_toolkit_gpu_numbers_placed_as_our_results_get_the_expected_verdicts(tmp_path):

@@ -11,6 +11,8 @@ import random
 
 import pytest
 
+from tests.support import die_after_checkpoint
+
 torch = pytest.importorskip("torch")
 
 # cuBLAS reads this when its first handle is made: with it, deterministic algorithms need no extra workspace setup.
@@ -91,7 +93,6 @@ def _build(store, name: str, params: dict, inputs: dict):
 
 
 def test_bf16_training_with_checkpointing_and_adafactor_resumes_exactly(tmp_path, models, monkeypatch):
-    from harness.stages import train as train_stage
     from harness.store import Store
     from tests.test_negatives import rows_artifact
     from tests.test_train import toy_triples
@@ -107,17 +108,9 @@ def test_bf16_training_with_checkpointing_and_adafactor_resumes_exactly(tmp_path
         whole = _build(whole_store, "train", params,
                        {"triples": rows_artifact(whole_store, "toy", "triples.jsonl", toy_triples())})
         triples = {"triples": rows_artifact(killed_store, "toy", "triples.jsonl", toy_triples())}
-        real_save = train_stage._save_checkpoint
-
-        def save_then_die(folder, model, optimizer, scheduler, scaler, step, log):
-            real_save(folder, model, optimizer, scheduler, scaler, step, log)
-            if step == 4:
-                raise KeyboardInterrupt
-
-        monkeypatch.setattr(train_stage, "_save_checkpoint", save_then_die)
+        die_after_checkpoint(monkeypatch, at_step=4)
         with pytest.raises(KeyboardInterrupt):
             _build(killed_store, "train", params, triples)
-        monkeypatch.setattr(train_stage, "_save_checkpoint", real_save)
         resumed = _build(killed_store, "train", params, triples)
     finally:
         torch.use_deterministic_algorithms(deterministic)

@@ -7,7 +7,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 from statistics import fmean
 
 import numpy as np
@@ -20,6 +19,7 @@ from harness.compare import results_folder
 from harness.errors import HarnessError
 from harness.significance import holm
 from harness.tables import FORMATS, Options, _latex_escape, build, render
+from tests.support import compile_latex
 from tests.test_diff import write_results
 
 
@@ -200,12 +200,7 @@ def test_rich_latex_table_compiles(tmp_path, store):
                   Options(significance="t-test", correction="holm", scale=100))
     body = render(table, "latex")
     assert "$^\\dagger$" in body and all(label in body for label, _ in _references("inpars-v2"))
-    doc = tmp_path / "t.tex"
-    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}" + body + "\\end{document}")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                          check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:]
-    assert (tmp_path / "t.pdf").stat().st_size > 1000
+    compile_latex(tmp_path, body)
 
 
 @pytest.mark.slow

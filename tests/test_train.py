@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.data import beir
+from tests.support import die_after_checkpoint
 from tests.test_negatives import build_stage, rows_artifact
 
 
@@ -69,17 +70,9 @@ def test_killed_training_resumes_to_identical_weights(store, tiny, monkeypatch):
     # The same training killed after its checkpoint at step 6, then run again: it continues from step 6.
     other = store.__class__(store.root.parent / "home2")
     triples2 = rows_artifact(other, "negatives-toy", "triples.jsonl", toy_triples())
-    real_save = train_stage._save_checkpoint
-
-    def save_then_die(folder, model, optimizer, scheduler, scaler, step, log):
-        real_save(folder, model, optimizer, scheduler, scaler, step, log)
-        if step == 6:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_stage, "_save_checkpoint", save_then_die)
+    die_after_checkpoint(monkeypatch, at_step=6)
     with pytest.raises(KeyboardInterrupt):
         train(other, triples2, model=tiny["tiny:t5"], steps=8, checkpoint_every=3)
-    monkeypatch.setattr(train_stage, "_save_checkpoint", real_save)
     resumed_steps = []
     real_step = train_stage.step_indices
     monkeypatch.setattr(train_stage, "step_indices", lambda step, *a: resumed_steps.append(step) or real_step(step, *a))
