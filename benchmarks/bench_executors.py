@@ -41,7 +41,8 @@ def generate_work(store, corpus, folder: Path):
                              max_prompt_tokens=1024, max_new_tokens=16, do_sample=True, batch_size=16,
                              shard_size=120 // N_SHARDS)
     docs = generate.sample_documents(corpus.file("corpus.jsonl"), params.n_docs, params.seed)
-    examples = generate.few_shot_examples(params, corpus, load_template(params.prompt).dynamic)
+    assert not load_template(params.prompt).dynamic  # a static prompt: no `examples` artifact to build
+    examples: list = []
     folder.mkdir(parents=True)
     return generate.GenerateWork(params, docs, examples, folder, store.root, "cpu")
 

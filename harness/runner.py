@@ -1,6 +1,6 @@
 """The runner: turns a recipe and a dataset into the pipeline of stages, and reuses, fetches or builds each artifact.
 
-One generic pipeline, corpus → index → retrieve → generate → filter → negatives → train → rerank →
+One generic pipeline, corpus → index → retrieve → examples → generate → filter → negatives → train → rerank →
 evaluate; a recipe configures the stages it uses, and the wiring follows from the stages' declarations
 (their inputs, in `harness/stages/<name>.py`) and from which stages are present.
 """
@@ -25,12 +25,23 @@ from harness.store import Artifact, CorruptArtifact, Store, artifact_key
 log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "fetch", "regenerate"]
-# Optional inputs that a stage takes only where their producer applies: evaluate takes the generated queries as
-# `examples` (their few-shot example queries are left out of evaluation) only when the prompt shows the dataset's own
-# queries as examples (Promptagator's templates do). Decided as soon as the producer's step is made (so an unknown
-# prompt is an error at once, whether or not the pipeline evaluates).
+# Optional inputs that a stage takes only where their producer applies: generate takes the few-shot `examples` (and
+# evaluate leaves their queries out) only when the prompt shows the dataset's own queries as examples (Promptagator's
+# templates do). Decided as soon as the producer's step is made (so an unknown prompt is an error at once, whether or
+# not the pipeline evaluates).
 INPUT_CONDITIONS: dict[tuple[str, str], Callable[[Step], bool]] = {
-    ("evaluate", "examples"): lambda generate: _shows_dataset_examples(generate),
+    ("generate", "examples"): lambda examples: _shows_dataset_examples(examples),
+    ("evaluate", "examples"): lambda examples: _shows_dataset_examples(examples),
+}
+# Parameters of an own input that the pipeline decides, from the runner and the steps made so far.
+OWN_INPUT_PARAMS: dict[tuple[str, str], Callable[[Runner, dict[str, Step]], dict]] = {
+    # The queries evaluation leaves out: the ones the harness's prompts showed, or, for a fetched reranker, every
+    # query of the examples source. The toolkit draws the examples from the whole published file (InPars 9865521,
+    # inpars/inpars.py line 20: `random.sample(df, n_fewshot_examples)`; inpars/prompt.py line 74,
+    # `DynamicPrompt.build`, draws again from those for each document), and which of them the published
+    # reranker's generation showed is not published with it, so any query of the file may have been shown.
+    ("evaluate", "examples"): lambda runner, steps: {
+        "scope": "source" if "train" in steps and runner.decide(steps["train"]) == "fetch" else "shown"},
 }
 # In `auto` mode these stages are fetched when published (hours of GPU time); the cheap ones
 # (retrieval, negatives, reranking a run) are rebuilt locally, which needs no network.
@@ -202,14 +213,17 @@ class Runner:
         for role in stage.inputs:
             if role in stage.own_inputs:
                 step = self._own_input(stage, role, steps, dataset, applies)
-                if step is not None:
-                    own.append(step)
+                condition = INPUT_CONDITIONS.get((stage.name, role))
+                if step is not None and condition is not None:  # decided as soon as the step is made
+                    applies[(stage.name, role, step.stage)] = condition(step)
             else:
                 step = next((steps[name] for name in stage.producers(role) if name in steps), None)
             if step is not None and not applies.get((stage.name, role, step.stage), True):
                 step = None
             if step is not None:
                 inputs[role] = step
+                if role in stage.own_inputs:
+                    own.append(step)
             elif role not in stage.optional:
                 if stage.missing:
                     raise HarnessError(f"{self.recipe.source}: {stage.missing}")
@@ -222,15 +236,27 @@ class Runner:
     def _own_input(self, stage: Stage, role: str, steps: dict[str, Step], dataset: str,
                    applies: dict[tuple[str, str, str], bool]) -> Step | None:
         """The step of `stage`'s own input `role`: its stage, with the keys `own_inputs` names taken from the
-        recipe's parameters of `stage` (as written: no seed, no pinning), and no published id."""
+        recipe's parameters of `stage` (or of the stage its `settings_in` names: None when the recipe has no such
+        section), the run's seed as `_params` gives it, registry references pinned where locked, the
+        parameters `OWN_INPUT_PARAMS` decides, and no published id."""
+        from harness.refs import pin_registry_refs
+
         of = get_stage(stage.producers(role)[0])
+        if of.settings_in is not None and of.settings_in not in self.recipe.stages:
+            return None
         inputs = self._inputs(of, steps, dataset, applies)
         if inputs is None:
             return None
-        values = self.recipe.stage_params(stage.name, dataset) or {}
+        values = self.recipe.stage_params(of.settings_in or stage.name, dataset) or {}
         params = {k: values[k] for k in stage.own_inputs[role] if k in values}
+        if self.seed is not None and "seed" in stage.own_inputs[role]:
+            params["seed"] = self.seed
         if "prebuilt" in of.params.model_fields:  # the index: pyserini's prebuilt one as --mode says
             params.update(self._prebuilt())
+        decided = OWN_INPUT_PARAMS.get((stage.name, role))
+        if decided is not None:
+            params.update(decided(self, steps))
+        params = pin_registry_refs(params, self.store.root, offline_ok=True)
         return Step(of.name, parse_params(of.name, params, of.name), inputs, dataset)
 
     def _prebuilt(self) -> dict:
@@ -522,12 +548,14 @@ def available_locally(dataset: str, data_dir: Path | None, source: str) -> str |
     return ds.download_hint() if not ds.public else f"not found locally: {ds.download_hint()}"
 
 
-def _shows_dataset_examples(generate: Step) -> bool:
-    """Whether the prompt shows the dataset's own queries as examples (Promptagator's templates do)."""
+def _shows_dataset_examples(step: Step) -> bool:
+    """Whether the prompt of `step` (generate's, or the few-shot examples') shows the dataset's own queries as examples
+    (Promptagator's templates do)."""
     from harness.prompts import load_template
+    from harness.stages import examples as examples_stage
     from harness.stages import generate as generate_stage
 
-    params = generate.params
-    if not isinstance(params, generate_stage.Params):  # `examples` are the generate stage's alone
-        raise TypeError(f"the `examples` condition applies to generate steps, not {generate.stage!r}.")
+    params = step.params
+    if not isinstance(params, generate_stage.Params | examples_stage.Params):  # the two stages that have a prompt
+        raise TypeError(f"the `examples` condition applies to generate and examples steps, not {step.stage!r}.")
     return load_template(params.prompt).dynamic

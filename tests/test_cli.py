@@ -174,6 +174,19 @@ def test_plan_of_promptagator_fetches_nothing_unpublished(store, capsys):
     assert "train:fetch" in capsys.readouterr().out
 
 
+def test_plan_of_promptagator_with_fetched_rerankers_generates_nothing(store, capsys):
+    """Follow-up of issue 17: fetch mode used to regenerate GPT-J's 100k queries only to learn which few-shot
+    example queries to leave out of evaluation; the `examples` stage gives them without generating."""
+    import re
+
+    assert main(["plan", "promptagator", "-d", "scifact", "--mode", "fetch"]) == 0
+    out = capsys.readouterr().out
+    assert "train:fetch" in out and "examples:regenerate" in out
+    assert not re.search(r"\b(generate|filter|negatives):", out)
+    assert main(["plan", "promptagator", "-d", "scifact", "--mode", "regenerate"]) == 0
+    assert re.search(r"\bgenerate:regenerate", capsys.readouterr().out)
+
+
 def test_show_prints_each_paper_recipe_as_resolved(store, capsys):
     for name, expected in (("inpars-v2", "optimizer: adafactor"), ("inpars-v1", "prompt: inpars-gbq"),
                            ("inpars-v2-toolkit-gpu", "optimizer: adamw"), ("promptagator", "informational: true")):

@@ -1,5 +1,6 @@
 """Evaluation: trec_eval measures with `-c` semantics, checked by hand."""
 
+import json
 import math
 
 import pytest
@@ -75,3 +76,34 @@ def test_the_evaluate_stage_applies_the_rule_for_every_dataset_and_its_version_s
 
     assert stage.Params().ignore_identical_ids is True
     assert stage.STAGE.version == 2  # v1 removed self-hits only in the harness's own retrieval (ArguAna, Quora)
+
+
+def test_the_evaluate_stage_leaves_out_the_query_ids_of_its_examples_input(tmp_path):
+    """The `examples` artifact's `query_ids` (the examples shown, or every query of their source for a fetched
+    reranker) are not scored; the summary counts those among the evaluated queries."""
+    from types import SimpleNamespace
+
+    from harness.data import beir, sample
+    from harness.data.trec import write_run
+    from harness.stages import Context
+    from harness.stages import evaluate as stage
+
+    sample.build(tmp_path / "sample")
+    corpus = SimpleNamespace(file=lambda name: tmp_path / "sample" / name)
+    qrels = beir.read_qrels(corpus.file("qrels/test.tsv"))
+    shown = sorted(qrels)[:3]
+    write_run({q: [(d, 1.0)] for q in qrels for d in list(qrels[q])[:1]}, tmp_path / "run" / "run.trec")
+    (tmp_path / "examples.json").write_text(json.dumps({"examples": [], "query_ids": [*shown, "a-train-query"]}))
+    inputs = {"corpus": corpus, "run": SimpleNamespace(file=lambda name: tmp_path / "run" / name),
+              "examples": SimpleNamespace(file=lambda name: tmp_path / name)}
+    for with_examples in (False, True):
+        out = SimpleNamespace(path=tmp_path / f"out-{with_examples}", summary={})
+        out.path.mkdir()
+        stage.run(inputs if with_examples else {k: v for k, v in inputs.items() if k != "examples"},
+                  stage.Params(split="test"), out, Context(None, "sample"))
+        scored = json.loads((out.path / "scores.json").read_text())["per_query"]
+        if with_examples:
+            assert out.summary["excluded_example_queries"] == 3 and out.summary["queries"] == len(qrels) - 3
+            assert sorted(set(qrels) - set(scored)) == shown
+        else:
+            assert out.summary["excluded_example_queries"] == 0 and set(scored) == set(qrels)

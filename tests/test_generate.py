@@ -29,14 +29,34 @@ def corpus_artifact(store):
     return artifact
 
 
-def build(store, corpus, model, **values):
-    """Build the generate artifact for `values` through the store, as the runner does."""
-    params = generate.Params(**{"model": model, "n_docs": 6, "max_new_tokens": 6, "shard_size": 4, **values})
-    key = artifact_key("generate", generate.STAGE.version, params.key_params(), {"corpus": corpus.key})
+def examples_artifact(store, corpus, params: generate.Params):
+    """The few-shot examples generate's settings select (the `examples` stage), built through the store."""
+    from harness.stages import examples
+
+    chosen = examples.Params(**{k: getattr(params, k) for k in ("prompt", "n_examples", "examples_source", "seed")})
+    key = artifact_key("examples", examples.STAGE.version, chosen.key_params(), {"corpus": corpus.key})
     ctx = Context(store, "sample", progress=False)
     artifact, _ = store.get_or_build(
-        key, lambda out: generate.run({"corpus": corpus}, params, out, ctx), kind="queries", stage="generate",
-        params=params.key_params(), inputs={"corpus": corpus.key}, resumable=True)
+        key, lambda out: examples.run({"corpus": corpus}, chosen, out, ctx), kind="examples", stage="examples",
+        params=chosen.key_params(), inputs={"corpus": corpus.key})
+    return artifact
+
+
+def build(store, corpus, model, **values):
+    """Build the generate artifact for `values` through the store, as the runner does (with the few-shot examples
+    as an input where the prompt shows the dataset's own)."""
+    from harness.prompts import load_template
+
+    params = generate.Params(**{"model": model, "n_docs": 6, "max_new_tokens": 6, "shard_size": 4, **values})
+    inputs = {"corpus": corpus}
+    if load_template(params.prompt).dynamic:
+        inputs["examples"] = examples_artifact(store, corpus, params)
+    keys = {role: a.key for role, a in sorted(inputs.items())}
+    key = artifact_key("generate", generate.STAGE.version, params.key_params(), keys)
+    ctx = Context(store, "sample", progress=False)
+    artifact, _ = store.get_or_build(
+        key, lambda out: generate.run(inputs, params, out, ctx), kind="queries", stage="generate",
+        params=params.key_params(), inputs=keys, resumable=True)
     return artifact
 
 
@@ -86,6 +106,37 @@ def test_promptagator_examples_come_from_train_split_and_are_recorded(store, gpt
     assert set(examples["doc_ids"]) == {d for q in examples["query_ids"] for d in train[q]}
     rows = rows_of(artifact)
     assert all(sorted(r["example_ids"]) == examples["query_ids"] and "prompt" not in r for r in rows)
+
+
+def test_queries_from_the_examples_artifact_are_the_bytes_of_examples_drawn_in_generate(store, gpt2, tmp_path):
+    """Before the `examples` stage, generate drew its examples itself (`train_split_examples(corpus, n_examples,
+    seed)`, harness dec0b72): the same shards written with that draw are the bytes of the artifact's queries."""
+    from harness.prompts import train_split_examples
+
+    corpus = corpus_artifact(store)
+    values = {"prompt": "promptagator-scifact", "n_examples": 3, "example_tokens": 20, "n_docs": 5}
+    artifact = build(store, corpus, gpt2, **values)
+    params = generate.Params(**{"model": gpt2, "max_new_tokens": 6, "shard_size": 4, **values})
+    docs = generate.sample_documents(corpus.file("corpus.jsonl"), params.n_docs, params.seed)
+    drawn = train_split_examples(corpus, params.n_examples, params.seed)
+    (tmp_path / "shards").mkdir()
+    work = generate.GenerateWork(params, docs, drawn, tmp_path / "shards", store.root, "cpu")
+    work.setup()
+    for shard in range(2):  # 5 documents in shards of 4
+        work.run_shard(shard)
+    before = b"".join((tmp_path / "shards" / f"{i:05d}.jsonl").read_bytes() for i in range(2))
+    assert artifact.file("queries.jsonl").read_bytes() == before
+    assert all(len(r["example_ids"]) == 3 for r in rows_of(artifact))
+
+
+def test_a_dynamic_prompt_without_its_examples_is_a_clear_error(store, gpt2):
+    corpus = corpus_artifact(store)
+    params = generate.Params(model=gpt2, prompt="promptagator-scifact", n_docs=2)
+    key = artifact_key("generate", generate.STAGE.version, params.key_params(), {"corpus": corpus.key})
+    with pytest.raises(HarnessError, match="needs the `examples` artifact"):
+        store.get_or_build(key, lambda out: generate.run(
+            {"corpus": corpus}, params, out, Context(store, "sample", progress=False)), kind="queries",
+            stage="generate", params=params.key_params(), inputs={"corpus": corpus.key})
 
 
 def test_a_dataset_without_train_split_is_a_clear_error(store, gpt2):

@@ -47,11 +47,24 @@ def hand_wired_steps(runner: Runner, dataset: str) -> dict[str, Step]:
                      {"corpus": corpus}, dataset)
         steps["index"] = index
         first = add("retrieve", {"corpus": corpus, "index": index}, limit)
-    examples = None
+    def examples_step(scope: str) -> Step:
+        """The few-shot examples drawn with the recipe's generate settings and the run's seed."""
+        from harness.refs import pin_registry_refs
+
+        settings = r.stage_params("generate", dataset) or {}
+        values = {k: settings[k] for k in ("prompt", "n_examples", "examples_source", "seed") if k in settings}
+        if runner.seed is not None:
+            values["seed"] = runner.seed
+        values = pin_registry_refs({**values, "scope": scope}, runner.store.root, offline_ok=True)
+        return Step("examples", parse_params("examples", values, "examples"), {"corpus": corpus}, dataset)
+
+    dynamic = False
     if "generate" in r.stages:
-        generate = add("generate", {"corpus": corpus})
-        if runner_module._shows_dataset_examples(generate):
-            examples = generate
+        shown = examples_step("shown")
+        dynamic = runner_module._shows_dataset_examples(shown)
+        if dynamic:
+            steps["examples"] = shown
+        generate = add("generate", {"corpus": corpus, **({"examples": shown} if dynamic else {})})
         queries = add("filter", {"corpus": corpus, "queries": generate}) if "filter" in r.stages else generate
         if "negatives" in r.stages:
             neg = r.stage_params("negatives", dataset) or {}
@@ -77,8 +90,9 @@ def hand_wired_steps(runner: Runner, dataset: str) -> dict[str, Step]:
     if run is None:
         raise HarnessError(f"{r.source}: the recipe has nothing to evaluate (add `retrieve`, optionally `rerank`).")
     eval_inputs = {"corpus": corpus, "run": run}
-    if examples is not None:
-        eval_inputs["examples"] = examples
+    if dynamic:  # every query of the examples source for a fetched reranker, whose draw is not known
+        fetched = "train" in steps and runner.decide(steps["train"]) == "fetch"
+        eval_inputs["examples"] = examples_step("source" if fetched else "shown")
     add("evaluate", eval_inputs, limit)
     return steps
 
@@ -135,6 +149,7 @@ def runners(store, tmp_path):
     cases = [(path.stem, recipe_files.load(path.stem)) for path in sorted(recipes_dir().glob("*.yaml"))]
     cases += [(name, recipe(stages)) for name, stages in EDGE_CASES.items()]
     cases.append(("seeds", recipe_files.load("inpars-v2").model_copy(update={"seeds": [3, 4]})))
+    cases.append(("seeds, dataset examples", recipe_files.load("promptagator").model_copy(update={"seeds": [3, 4]})))
     for name, r in cases:
         for limit, mode in ((None, "auto"), (7, "fetch"), (None, "regenerate")):
             runner = Runner(r, store, mode=mode, data_dir=data_dir, limit_queries=limit, echo=lambda _: None,
@@ -159,8 +174,8 @@ def test_derived_pipeline_matches_the_hand_wiring(store, tmp_path):
 def test_pipeline_order_follows_the_inputs():
     from harness.stages import STAGE_NAMES, get_stage
 
-    assert STAGE_NAMES == ("corpus", "index", "retrieve", "generate", "filter", "negatives", "train", "rerank",
-                           "evaluate")
+    assert STAGE_NAMES == ("corpus", "index", "retrieve", "examples", "generate", "filter", "negatives", "train",
+                           "rerank", "evaluate")
     for position, name in enumerate(STAGE_NAMES):
         stage = get_stage(name)
         for role in stage.inputs:
@@ -178,7 +193,7 @@ def test_tables_derived_from_the_declarations():
                                    "train": ("model",)}
     from harness.plan import DEFAULT_THROUGHPUT
 
-    assert DEFAULT_THROUGHPUT == {"corpus": 0, "index": 0, "retrieve": 0, "negatives": 0, "evaluate": 0,
+    assert DEFAULT_THROUGHPUT == {"corpus": 0, "index": 0, "retrieve": 0, "examples": 0, "negatives": 0, "evaluate": 0,
                                   "generate": 20_000, "filter": 400_000, "train": 2_000, "rerank": 400_000}
 
 

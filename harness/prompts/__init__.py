@@ -159,8 +159,9 @@ def train_split_examples(corpus_artifact, n: int, seed: int) -> list[Example]:
     return [Example(q, pairs[q], queries[q], docs[pairs[q]]) for q in chosen]
 
 
-def published_examples(path: Path, n: int, seed: int) -> list[Example]:
-    """`n` examples drawn with `seed` from a published file of (query_id, doc_id, query, document) rows.
+def published_examples(path: Path, n: int | None, seed: int) -> list[Example]:
+    """`n` examples drawn with `seed` from a published file of (query_id, doc_id, query, document) rows (all of
+    them, in the sorted order, when `n` is None).
 
     The file (`inpars/fewshot-examples`' `data/<dataset>.json`) may be one JSON list or JSON lines; rows are
     sorted by query id before the draw, so the draw does not depend on file order.
@@ -185,6 +186,8 @@ def published_examples(path: Path, n: int, seed: int) -> list[Example]:
                                "document).")
         examples.append(Example(str(row["query_id"]), str(row["doc_id"]), str(row["query"]), str(row["document"])))
     examples.sort(key=lambda e: (e.query_id, e.doc_id))
+    if n is None:
+        return examples
     if len(examples) < n:
         raise HarnessError(
             f"{path} has {len(examples)} few-shot examples, fewer than the {n} asked for (`n_examples`).")

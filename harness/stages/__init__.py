@@ -97,6 +97,9 @@ class Stage:
     # role → keys of this stage's own recipe parameters that configure a step of the input's stage built for
     # this stage alone (retrieval and negative mining each search an index with their own retriever and fields).
     own_inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Built as an own input, the recipe section its keys are read from (None: the consumer's own section); the
+    # stage is then left out where the recipe has no such section (the few-shot examples: generate's settings).
+    settings_in: str | None = None
     # When the stage is in a pipeline: `recipe`: the recipe has a section for it; `always`; `input`: only as
     # another stage's own input.
     include: Literal["recipe", "always", "input"] = "recipe"
@@ -147,7 +150,7 @@ def pipeline_order(stages: list[Stage]) -> tuple[str, ...]:
     """The stages' names, each after the stages it takes inputs from.
 
     A depth-first walk from the sinks (the stages no other takes as input), visiting the inputs in
-    their declared order, alternatives first choice first: corpus, index, retrieve, generate, filter,
+    their declared order, alternatives first choice first: corpus, index, retrieve, examples, generate, filter,
     negatives, train, rerank, evaluate.
     """
     declared = {s.name: s for s in stages}

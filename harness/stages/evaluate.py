@@ -43,8 +43,9 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
 # v2: hits whose document id is the query id are ignored for every dataset (BEIR's evaluation), not only where
 # the harness's own retrieval removed them.
 STAGE = Stage(name="evaluate", version=2, kind="scores", params=Params, run=run, include="always", judged=True,
-              # `examples`: the generated queries whose few-shot examples are left out of evaluation (the runner
-              # passes them only when the prompt shows the dataset's own queries)
-              inputs={"corpus": "corpus", "run": ("rerank", "retrieve"), "examples": "generate"},
-              optional=("examples",),
+              # `examples`: the few-shot example queries left out of evaluation, drawn with the recipe's generate
+              # settings (the runner passes them only when the prompt shows the dataset's own queries, and sets
+              # their `scope`: see `harness.runner.OWN_INPUT_PARAMS`)
+              inputs={"corpus": "corpus", "run": ("rerank", "retrieve"), "examples": "examples"},
+              optional=("examples",), own_inputs={"examples": ("prompt", "n_examples", "examples_source", "seed")},
               missing="the recipe has nothing to evaluate (add `retrieve`, optionally `rerank`).")

@@ -131,23 +131,6 @@ def load_backend(params: Params, store_root: Path, device: str):
     )
 
 
-def few_shot_examples(params: Params, corpus, dynamic: bool, store):
-    """The real (query, document) examples a dynamic prompt shows: from the train split or a published file."""
-    from harness.prompts import published_examples, train_split_examples
-    from harness.refs import registry_files
-
-    if not dynamic:
-        return []
-    if params.n_examples == 0:
-        raise HarnessError(f"Prompt {params.prompt!r} shows few-shot examples: set `n_examples` to 1..8.")
-    if params.examples_source == "train-split":
-        return train_split_examples(corpus, params.n_examples, params.seed)
-    files = sorted(p for p in registry_files(params.examples_source, store).rglob("*") if p.is_file())
-    if len(files) != 1:
-        raise HarnessError(f"{params.examples_source} holds {len(files)} files; expected one file of examples.")
-    return published_examples(files[0], params.n_examples, params.seed)
-
-
 def run(inputs: dict, params: Params, out, ctx) -> None:
     from harness.models.loading import resolve
     from harness.prompts import load_template
@@ -155,7 +138,7 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
     corpus = inputs["corpus"]
     template = load_template(params.prompt)
     docs = sample_documents(corpus.file("corpus.jsonl"), params.n_docs, params.seed)
-    examples = few_shot_examples(params, corpus, template.dynamic, ctx.store)
+    examples = _examples(inputs, params, template.dynamic)
     shards = out.scratch / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     n_shards = (len(docs) + params.shard_size - 1) // params.shard_size
@@ -194,6 +177,18 @@ def run(inputs: dict, params: Params, out, ctx) -> None:
         # What each few-shot example's document was cut to (example_tokens, or less to fit the prompt).
         "example_doc_tokens": max(example_doc_tokens) if used and example_doc_tokens else None,
     })
+
+
+def _examples(inputs: dict, params: Params, dynamic: bool) -> list:
+    """The few-shot examples a dynamic prompt shows: drawn by the `examples` stage from generate's own settings."""
+    from harness.stages import examples
+
+    if not dynamic:
+        return []
+    if "examples" not in inputs:
+        raise HarnessError(f"Prompt {params.prompt!r} shows the dataset's own examples: generate needs the `examples` "
+                           "artifact of the same prompt, n_examples, examples_source and seed as its input.")
+    return examples.read(inputs["examples"])
 
 
 class GenerateWork(ShardedWork):
@@ -291,6 +286,9 @@ def _atomic_write(path: Path, text: str) -> None:
 # version 3: transformers' own batched generate (log-probs from a log-softmax of its logits; sampling per row with
 # `SeededSampler`); Promptagator examples cut to fit the prompt; the sampling device in the key
 STAGE = Stage(name="generate", version=3, kind="queries", params=Params, run=run, resumable=True,
-              inputs={"corpus": "corpus"}, published_kinds=("queries",), fetch_in_auto=True, publish_kind="queries",
+              # `examples`: the few-shot examples a dynamic prompt shows, drawn with generate's own settings
+              inputs={"corpus": "corpus", "examples": "examples"}, optional=("examples",),
+              own_inputs={"examples": ("prompt", "n_examples", "examples_source", "seed")},
+              published_kinds=("queries",), fetch_in_auto=True, publish_kind="queries",
               units=lambda params, documents, queries: min(params.get("n_docs", 100_000), documents),
               per_gpu_hour=20_000)  # documents/h, an estimate: GPT-J-6B, ~600-token prompts, 64 new tokens, batched
