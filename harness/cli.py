@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import logging  # not before: `harness --help` and argument errors answer without it
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # The handler filters by level too: some libraries set their own logger to DEBUG (bm25s does), and their
+    # records reach the root handler whatever the root logger's level.
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", handlers=[handler])
     try:
         return _COMMANDS[args.command](args)
     except HarnessError as exc:
