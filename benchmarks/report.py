@@ -343,7 +343,7 @@ GENERATE_NOTE = CEILING_NOTE + (
     "16.2 s and 21.2 s (earlier, under heavier load: old 78.7 s and 90.0 s, new 72.1 s and 34.2 s); so on this "
     "machine the deletion cost nothing measurable, while the ratio to the authors' loops fell from 5.06x to 2.81x "
     "(the 3x target is no longer met on the CPU)."
-    "The earlier numbers were recorded while the harness set glibc's malloc to keep freed memory for the whole "
+    " The earlier numbers were recorded while the harness set glibc's malloc to keep freed memory for the whole "
     "process (a setting since removed); glibc's own tunables do the same: `GLIBC_TUNABLES=glibc.malloc.mmap_threshold="
     "1073741824:glibc.malloc.trim_threshold=1073741824`.")
 
