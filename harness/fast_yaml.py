@@ -1,7 +1,7 @@
 """A fast `yaml.safe_load` for recipes and the registry: libyaml's speed, the pure-Python loader's errors.
 
-PyYAML's pure-Python `SafeLoader` spends ~6 ms on a recipe and ~240 ms on registry.yaml, mostly scanning
-and parsing; `CSafeLoader` does that in C, but is not a drop-in replacement:
+PyYAML's pure-Python `SafeLoader` spends most of its time on a recipe or registry.yaml scanning and
+parsing; `CSafeLoader` does that in C, but is not a drop-in replacement:
 
 - its composer is C code that recurses once per nesting level without a limit, so a deeply nested
   document (`[` * 100_000) crashes the interpreter (segfault) where the Python composer raises

@@ -114,7 +114,7 @@ def _load_yaml(path: Path, raw: bytes | None = None) -> dict:
     """The mapping in a registry file (`raw`: its bytes, when already read)."""
     try:
         text = (path.read_bytes() if raw is None else raw).decode("utf-8")
-        # libyaml's parser when present (the pure-Python loader takes ~0.25 s on registry.yaml), without
+        # libyaml's parser when present (the pure-Python loader is slow on registry.yaml), without
         # CSafeLoader's C composer, which crashes the interpreter on deeply nested input: see fast_yaml.
         data = fast_yaml.safe_load(text) or {}
     except UnicodeDecodeError:
@@ -151,8 +151,8 @@ _READ: dict[tuple[str, str], tuple[bytes, Any]] = {}  # (reader, file) → (the 
 def _read_cached(path: Path, reader: Callable[[Path, bytes], _T]) -> _T:
     """`reader(path, the file's bytes)`, cached while the bytes are the same.
 
-    Reading and comparing the bytes is cheap, parsing and validating them is not (~25 ms for the
-    registry, asked for once per planned step); and unlike a cache keyed by modification time and size,
+    Reading and comparing the bytes is cheap, parsing and validating them is not (the registry is asked
+    for once per planned step); and unlike a cache keyed by modification time and size,
     a file rewritten in place within the file system's timestamp granularity is never served stale.
     """
     data = path.read_bytes()
@@ -204,7 +204,7 @@ def locks(store_root: Path) -> dict[str, Lock]:
     """The project's locks, then the store's user locks (which win).
 
     Needs no `Registry`: pinning a model reference to its locked commit (as `harness plan` does for every
-    step) reads the locks alone, not the ~200 registry entries (parsing and validating them is ~25 ms).
+    step) reads the locks alone, not the ~200 registry entries (whose parsing and validation cost more).
     """
     out = {}
     for path in (project_lock(), user_lock(store_root)):
