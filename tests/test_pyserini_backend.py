@@ -14,7 +14,7 @@ pytest.importorskip("jnius_config")  # not `jnius`: importing it would start a J
 
 from harness.errors import HarnessError
 from harness.retrieval import java
-from harness.retrieval.pyserini_backend import build_index, search
+from harness.retrieval.pyserini_backend import batch_search, build_index, search
 
 try:
     java.find_java21()
@@ -120,6 +120,28 @@ TIED_DOCS = [(f"t{i:02d}", "", "alpha beta gamma delta") for i in (7, 3, 11, 0, 
 ]
 
 
+def _six(run: dict) -> dict:
+    """A run's scores as the run file writes them (harness.data.trec.write_run: 6 decimals)."""
+    return {qid: [(doc, f"{score:.6f}") for doc, score in hits] for qid, hits in run.items()}
+
+
+@pytest.mark.parametrize("fields", ["flat", "multifield"])
+def test_search_collection_gives_the_batch_search_oracle_hits(tmp_path, fields):
+    """search (Anserini's SearchCollection) against pyserini's batch_search: hits, order, scores (6 decimals),
+    with and without removing the query's own document, queries with tabs, line breaks, no text or no hits."""
+    build_index(iter(TIED_DOCS + DOCS), tmp_path / fields, fields=fields)
+    queries = {"q1": "alpha", "q-fish": "goldfish cats", "t03": "alpha beta\tgamma\ndelta", "q6": "the of",
+               "q7": "nothing-matches-this", "q8": "Delta", "blank": " ", "q9": "Café “quoted” naïve beta"}
+    for k in (1, 2, 1000):
+        for remove in (False, True):
+            got = search(tmp_path / fields, queries, k=k, fields=fields, remove_query=remove, threads=2)
+            oracle = batch_search(tmp_path / fields, queries, k=k, fields=fields, remove_query=remove)
+            assert list(got) == list(oracle) and _six(got) == _six(oracle), (k, remove)
+    assert search(tmp_path / fields, {"blank": ""}, fields=fields) == {"blank": []}
+    with pytest.raises(HarnessError, match="Query id"):
+        search(tmp_path / fields, {"a\tb": "alpha"}, fields=fields)
+
+
 def _pyserini_reference(index_dir: Path, queries: dict, k: int, fields: str) -> dict:
     """What pyserini's own LuceneSearcher returns, called as its documentation shows."""
     lucene = java.import_pyserini("pyserini.search.lucene")
@@ -140,8 +162,10 @@ def test_same_hits_scores_and_order_as_pyserini(tmp_path, fields):
                "q6": "the of", "q7": "nothing-matches-this", "q8": "Delta"}
     for k in (1, 3, 1000):
         expected = _pyserini_reference(tmp_path / fields, queries, k, fields)
-        assert search(tmp_path / fields, queries, k=k, fields=fields) == expected, k
-        assert search(tmp_path / fields, queries, k=k, fields=fields, threads=3) == expected, k
+        assert batch_search(tmp_path / fields, queries, k=k, fields=fields) == expected, k
+        # search: Anserini's run file, whose scores have 6 decimals; the same hits in the same order.
+        assert _six(search(tmp_path / fields, queries, k=k, fields=fields)) == _six(expected), k
+        assert _six(search(tmp_path / fields, queries, k=k, fields=fields, threads=3)) == _six(expected), k
     tied = search(tmp_path / fields, {"q": "alpha"}, fields=fields)["q"]
     assert [d for d, _ in tied[:5]] == sorted(d for d, _ in tied[:5])  # equal scores: ids in ascending order
 
@@ -292,6 +316,8 @@ def _scifact_dir() -> Path | None:
 @pytest.mark.skipif(_scifact_dir() is None, reason="set HARNESS_BEIR_DIR to a folder containing scifact/")
 def test_scifact_matches_pyserini_2cr(tmp_path):
     pytrec_eval = pytest.importorskip("pytrec_eval")
+    from harness.data.trec import write_run
+
     data = _scifact_dir()
     with open(data / "corpus.jsonl", encoding="utf-8") as lines:
         docs = [(d["_id"], d.get("title", ""), d.get("text", "")) for d in map(json.loads, lines)]
@@ -312,6 +338,11 @@ def test_scifact_matches_pyserini_2cr(tmp_path):
         reader = java.import_pyserini("pyserini.index.lucene").LuceneIndexReader(str(tmp_path / fields))
         assert reader.validate(f"beir-v1.0.0-scifact.{fields}")
         run = search(tmp_path / fields, queries, k=1000, fields=fields, remove_query=True, threads=2)
+        # Anserini's SearchCollection gives the batch_search oracle's run file, byte for byte.
+        oracle = batch_search(tmp_path / fields, queries, k=1000, fields=fields, remove_query=True, threads=2)
+        write_run(run, tmp_path / f"{fields}.trec", tag="t")
+        write_run(oracle, tmp_path / f"{fields}.oracle.trec", tag="t")
+        assert (tmp_path / f"{fields}.trec").read_bytes() == (tmp_path / f"{fields}.oracle.trec").read_bytes()
         evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"})
         per_query = evaluator.evaluate({qid: dict(hits) for qid, hits in run.items()})
         ndcg = sum(per_query.get(qid, {}).get("ndcg_cut_10", 0.0) for qid in qrels) / len(qrels)

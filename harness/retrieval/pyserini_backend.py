@@ -5,9 +5,13 @@ The indexes are built as pyserini's 2CR BEIR indexes ``beir-v1.0.0-<name>.flat``
 (``python -m pyserini.index.lucene``, which calls Anserini's ``IndexCollection.main``), run in this process: the
 BEIR corpus JSONL read by ``BeirFlatCollection`` (one ``contents`` field = title + "\\n" + text) or
 ``BeirMultifieldCollection`` (``contents`` = text plus a ``title`` field, ``-fields title``),
-``DefaultLuceneDocumentGenerator``, ``-storePositions -storeDocvectors -storeRaw``. Search is pyserini's
-``LuceneSearcher.batch_search`` with BM25 k1=0.9 b=0.4, as ``python -m pyserini.search.lucene --bm25
-[--remove-query] [--fields contents=1.0 title=1.0]``. pyserini is imported through :mod:`harness.retrieval.java`.
+``DefaultLuceneDocumentGenerator``, ``-storePositions -storeDocvectors -storeRaw``. Search is Anserini's search
+entry point as its BEIR regressions run it (``SearchCollection.main``: ``-topicReader TsvString -bm25 -bm25.k1 0.9
+-bm25.b 0.4 -hits k [-removeQuery] [-fields contents=1.0 title=1.0]``), in this process, writing the TREC run in
+Java; it gives the run file of pyserini's ``LuceneSearcher.batch_search`` (``python -m pyserini.search.lucene
+--bm25``), kept here as :func:`batch_search`, the tests' oracle, byte for byte, without importing
+``pyserini.search.lucene`` (torch, transformers) or building a Java object per hit (BENCHMARKS.md, BM25).
+pyserini and Anserini's classes are reached through :mod:`harness.retrieval.java`.
 """
 
 from __future__ import annotations
@@ -123,6 +127,14 @@ def fetch_prebuilt(name: str) -> Path:
     return path
 
 
+def _check_search(index_dir: Path, threads: int, fields: str) -> None:
+    _check_fields(fields)
+    if threads < 1:
+        raise HarnessError(f"Search threads must be at least 1, got {threads}.")
+    if not (index_dir.is_dir() and any(index_dir.glob("segments_*"))):
+        raise HarnessError(f"No Lucene index in {index_dir}: build it first.")
+
+
 def search(
     index_dir: Path,
     queries: dict[str, str],
@@ -133,15 +145,56 @@ def search(
     k1: float = 0.9,
     b: float = 0.4,
 ) -> dict[str, list[tuple[str, float]]]:
-    """BM25 top-``k`` (doc_id, score) per query id, best first, from pyserini's ``LuceneSearcher.batch_search``;
+    """BM25 top-``k`` (doc_id, score) per query id, best first, from Anserini's ``SearchCollection`` command line
+    (as its BEIR regressions run it) in this process; queries without hits map to []. The hits and their order
+    are :func:`batch_search`'s; the scores are as Anserini writes them into its run (6 decimals). ``remove_query``
+    drops hits whose doc id equals the query id after retrieving ``k`` (Anserini's ``-removeQuery``, as pyserini's
+    ``--remove-query``), so such a query gets ``k - 1`` hits."""
+    index_dir = Path(index_dir)
+    _check_search(index_dir, threads, fields)
+    for qid in queries:
+        if any(c in str(qid) for c in "\t\r\n") or not str(qid).strip():
+            raise HarnessError(f"Query id {qid!r} is empty or holds a tab or line break: fix the queries file.")
+    with tempfile.TemporaryDirectory(prefix="harness-bm25-") as tmp:
+        topics, output = Path(tmp) / "topics.tsv", Path(tmp) / "run.trec"
+        # Tabs and line breaks are whitespace to the analyzer: spaces give the same query terms in a TSV line.
+        # A query with no text is left out (Anserini finds no terms in it either).
+        texts = {str(qid): " ".join(str(text).split()) for qid, text in queries.items()}
+        topics.write_text("".join(f"{qid}\t{text}\n" for qid, text in texts.items() if text), encoding="utf-8")
+        args = ["-index", str(index_dir), "-topics", str(topics), "-topicReader", "TsvString", "-output", str(output),
+                "-bm25", "-bm25.k1", str(k1), "-bm25.b", str(b), "-hits", str(k), "-threads", str(threads), "-quiet"]
+        if fields == "multifield":
+            args += ["-fields", *(f"{field}={weight}" for field, weight in MULTIFIELD_WEIGHTS.items())]
+        if remove_query:
+            args.append("-removeQuery")
+        run: dict[str, list[tuple[str, float]]] = {qid: [] for qid in texts}
+        if any(texts.values()):
+            java_class("io.anserini.search.SearchCollection").main(args)
+            if not output.is_file():
+                raise HarnessError(f"Anserini's SearchCollection wrote no run for {index_dir}: see its log above.")
+            with open(output, encoding="utf-8") as fh:
+                for line in fh:  # qid Q0 docid rank score tag, ranked
+                    qid, _, docid, _, score, _ = line.split()
+                    run[qid].append((docid, float(score)))
+    return run
+
+
+def batch_search(
+    index_dir: Path,
+    queries: dict[str, str],
+    k: int = 1000,
+    fields: str = "flat",
+    remove_query: bool = False,
+    threads: int = 1,
+    k1: float = 0.9,
+    b: float = 0.4,
+) -> dict[str, list[tuple[str, float]]]:
+    """BM25 top-``k`` (doc_id, score) per query id, best first, from pyserini's ``LuceneSearcher.batch_search``
+    (the oracle the tests hold :func:`search` to);
     queries without hits map to []. ``remove_query`` drops hits whose doc id equals the query id after retrieving
     ``k``, as pyserini's ``--remove-query`` does, so such a query gets ``k - 1`` hits."""
-    _check_fields(fields)
-    if threads < 1:
-        raise HarnessError(f"Search threads must be at least 1, got {threads}.")
     index_dir = Path(index_dir)
-    if not (index_dir.is_dir() and any(index_dir.glob("segments_*"))):
-        raise HarnessError(f"No Lucene index in {index_dir}: build it first.")
+    _check_search(index_dir, threads, fields)
     searcher = import_pyserini("pyserini.search.lucene").LuceneSearcher(str(index_dir))
     try:
         searcher.set_bm25(k1, b)
