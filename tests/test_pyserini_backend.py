@@ -128,18 +128,23 @@ def _six(run: dict) -> dict:
 @pytest.mark.parametrize("fields", ["flat", "multifield"])
 def test_search_collection_gives_the_batch_search_oracle_hits(tmp_path, fields):
     """search (Anserini's SearchCollection) against pyserini's batch_search: hits, order, scores (6 decimals),
-    with and without removing the query's own document, queries with tabs, line breaks, no text or no hits."""
-    build_index(iter(TIED_DOCS + DOCS), tmp_path / fields, fields=fields)
-    queries = {"q1": "alpha", "q-fish": "goldfish cats", "t03": "alpha beta\tgamma\ndelta", "q6": "the of",
-               "q7": "nothing-matches-this", "q8": "Delta", "blank": " ", "q9": "Café “quoted” naïve beta"}
+    with and without removing the query's own document, queries with tabs, line breaks, no text or no hits,
+    a doc id with a space."""
+    build_index(iter([*TIED_DOCS, *DOCS, ("sp ace", "Omega", "alpha omega")]), tmp_path / fields, fields=fields)
+    queries = {"q1": "alpha", "q10": "omega", "q-fish": "goldfish cats", "t03": "alpha beta\tgamma\ndelta",
+               "q6": "the of", "q7": "nothing-matches-this", "q8": "Delta", "blank": " ",
+               "q9": "Café “quoted” naïve beta"}
     for k in (1, 2, 1000):
         for remove in (False, True):
             got = search(tmp_path / fields, queries, k=k, fields=fields, remove_query=remove, threads=2)
             oracle = batch_search(tmp_path / fields, queries, k=k, fields=fields, remove_query=remove)
             assert list(got) == list(oracle) and _six(got) == _six(oracle), (k, remove)
+    assert search(tmp_path / fields, {"q10": "omega"}, fields=fields)["q10"][0][0] == "sp ace"
     assert search(tmp_path / fields, {"blank": ""}, fields=fields) == {"blank": []}
     with pytest.raises(HarnessError, match="Query id"):
         search(tmp_path / fields, {"a\tb": "alpha"}, fields=fields)
+    with pytest.raises(HarnessError, match="Query id"):
+        search(tmp_path / fields, {"a b": "alpha"}, fields=fields)
 
 
 def _pyserini_reference(index_dir: Path, queries: dict, k: int, fields: str) -> dict:

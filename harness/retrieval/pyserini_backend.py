@@ -153,8 +153,8 @@ def search(
     index_dir = Path(index_dir)
     _check_search(index_dir, threads, fields)
     for qid in queries:
-        if any(c in str(qid) for c in "\t\r\n") or not str(qid).strip():
-            raise HarnessError(f"Query id {qid!r} is empty or holds a tab or line break: fix the queries file.")
+        if not str(qid) or any(c.isspace() for c in str(qid)):
+            raise HarnessError(f"Query id {qid!r} is empty or holds whitespace: fix the queries file.")
     with tempfile.TemporaryDirectory(prefix="harness-bm25-") as tmp:
         topics, output = Path(tmp) / "topics.tsv", Path(tmp) / "run.trec"
         # Tabs and line breaks are whitespace to the analyzer: spaces give the same query terms in a TSV line.
@@ -173,8 +173,9 @@ def search(
             if not output.is_file():
                 raise HarnessError(f"Anserini's SearchCollection wrote no run for {index_dir}: see its log above.")
             with open(output, encoding="utf-8") as fh:
-                for line in fh:  # qid Q0 docid rank score tag, ranked
-                    qid, _, docid, _, score, _ = line.split()
+                for line in fh:  # "qid Q0 docid rank score tag", ranked; a doc id may hold spaces
+                    qid, rest = line.rstrip("\n").split(" ", 1)
+                    docid, _, score, _ = rest.removeprefix("Q0 ").rsplit(" ", 3)
                     run[qid].append((docid, float(score)))
     return run
 
