@@ -8,12 +8,11 @@ or corpus file given by path.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from harness.atomic import write_text_atomic
 from harness.data import beir
 from harness.data.catalog import get_dataset
 from harness.errors import HarnessError
@@ -161,10 +160,7 @@ def _hash_files(files: list[Path], cache: Path) -> str:
         if stamp not in known:
             known[stamp] = sha256_file(file)
         digest.update(f"{file.name}:{known[stamp]}\n".encode())
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known))
-    shutil.move(tmp, cache)
+    write_text_atomic(cache, json.dumps(known))
     return digest.hexdigest()[:32]
 
 
